@@ -1,0 +1,72 @@
+"""The book's chapters: slug, number, part, title, and the claim names each specification requires."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One chapter of the book.
+
+    Attributes:
+        number: position in the book (file prefix ``NN``).
+        slug: the id used by the runner, the file names and the results file.
+        title: the page title.
+        part: the part of the book it belongs to.
+        claims: the claim names its specification requires (``shared/chapters/NN-slug.md``); the runner fails a
+            chapter that does not record every one of them.
+    """
+
+    number: int
+    slug: str
+    title: str
+    part: str
+    claims: tuple[str, ...] = ()
+
+    @property
+    def stem(self) -> str:
+        return f"{self.number:02d}-{self.slug}"
+
+    def source(self, root: Path) -> Path:
+        """The reviewed source, ``notebooks/NN-slug.md``."""
+        return root / "notebooks" / f"{self.stem}.md"
+
+    def is_written(self, root: Path) -> bool:
+        return self.source(root).exists()
+
+
+CHAPTERS: tuple[Chapter, ...] = (
+    Chapter(1, "lazy-training", "Lazy training", "I Linearisation"),
+    Chapter(2, "mean-field", "Mean field and global convergence", "I Linearisation"),
+    Chapter(3, "ntk-alignment", "NTK alignment", "I Linearisation"),
+    Chapter(4, "ekfac", "EKFAC and the structure of the Fisher", "II Curvature"),
+    Chapter(5, "alrao", "Alrao: random learning rates", "III Learning rates"),
+    Chapter(6, "gaussian-preactivations", "Gaussian pre-activations", "IV Initialisation"),
+    Chapter(7, "penalty-prior", "A penalty as a Bayesian prior", "V Bayes"),
+    Chapter(
+        8,
+        "diagonal-networks",
+        "Diagonal linear networks I: kernel and rich regimes",
+        "VI Implicit bias",
+        ("gd_reaches_potential_minimizer", "small_init_is_l1", "large_init_is_l2", "rich_regime_recovers_sparse"),
+    ),
+    Chapter(9, "diagonal-networks-dynamics", "Diagonal linear networks II: dynamics", "VI Implicit bias"),
+    Chapter(10, "heavy-tails", "Heavy tails of SGD", "VII Complexity of the dynamics"),
+)
+
+BY_SLUG: dict[str, Chapter] = {c.slug: c for c in CHAPTERS}
+
+
+def get_chapter(slug: str) -> Chapter:
+    """The chapter called ``slug``; ``ValueError`` (one line, listing the slugs) when there is none."""
+    try:
+        return BY_SLUG[slug]
+    except KeyError:
+        raise ValueError(f"unknown chapter {slug!r}; chapters are: {', '.join(BY_SLUG)}") from None
+
+
+def written_chapters(root: Path) -> list[Chapter]:
+    """The chapters whose source notebook exists under ``root``, in book order."""
+    return [c for c in CHAPTERS if c.is_written(root)]

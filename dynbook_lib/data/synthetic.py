@@ -1,0 +1,65 @@
+"""Synthetic data sets generated from a seed: no download, identical on every machine for the same seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dynbook_lib.core.seeding import make_generator
+
+
+@dataclass(frozen=True)
+class SparseRegression:
+    """A noiseless over-parameterised regression ``y = X beta_star`` with a sparse ``beta_star``.
+
+    Attributes:
+        X: design matrix, shape ``(n, d)``, i.i.d. standard Gaussian entries.
+        y: targets, shape ``(n,)``.
+        X_test: held-out inputs, shape ``(n_test, d)``.
+        y_test: held-out targets, shape ``(n_test,)``.
+        beta_star: the planted ``k``-sparse vector, shape ``(d,)``.
+    """
+
+    X: torch.Tensor
+    y: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    beta_star: torch.Tensor
+
+    def test_mse(self, beta: torch.Tensor) -> torch.Tensor:
+        """Mean squared test error ``mean((X_test beta - y_test)^2)`` (no 1/2), batched over leading dims of beta."""
+        return ((beta @ self.X_test.T - self.y_test) ** 2).mean(-1)
+
+    def to(self, device: torch.device | str) -> "SparseRegression":
+        return SparseRegression(*(t.to(device) for t in (self.X, self.y, self.X_test, self.y_test, self.beta_star)))
+
+
+def sparse_regression(
+    n: int, d: int, k: int, *, seed: int, n_test: int = 1000, dtype: torch.dtype = torch.float64
+) -> SparseRegression:
+    """Sparse regression as in Woodworth et al. (2020): Gaussian ``X``, ``k`` non-zeros of value ``+-(1 + U[0, 1])``.
+
+    Args:
+        n: number of training points (``n < d`` for an over-parameterised problem).
+        d: dimension.
+        k: number of non-zero entries of ``beta_star``.
+        seed: seed of the generator (CPU, so the same seed gives the same data on every device).
+        n_test: number of test points.
+        dtype: floating dtype of every tensor.
+
+    Example:
+        >>> data = sparse_regression(40, 100, 5, seed=0)
+        >>> int((data.beta_star != 0).sum()), tuple(data.X.shape)
+        (5, (40, 100))
+    """
+    if not 0 < k <= d or n <= 0 or n_test <= 0:
+        raise ValueError(f"need 0 < k <= d and n, n_test > 0; got n={n}, d={d}, k={k}, n_test={n_test}")
+    gen = make_generator(seed)
+    support = torch.randperm(d, generator=gen)[:k]
+    signs = torch.randint(0, 2, (k,), generator=gen, dtype=dtype) * 2 - 1
+    beta_star = torch.zeros(d, dtype=dtype)
+    beta_star[support] = signs * (1 + torch.rand(k, generator=gen, dtype=dtype))
+    X = torch.randn(n, d, generator=gen, dtype=dtype)
+    X_test = torch.randn(n_test, d, generator=gen, dtype=dtype)
+    return SparseRegression(X, X @ beta_star, X_test, X_test @ beta_star, beta_star)

@@ -1,0 +1,21 @@
+"""Test helpers shared by the test modules: tolerances keyed by dtype, and comparison with them."""
+
+from __future__ import annotations
+
+import torch
+
+# One place for tolerances. float64 is what every exact comparison of the library runs in.
+_TOLERANCES: dict[torch.dtype, dict[str, float]] = {
+    torch.float64: {"rtol": 1e-10, "atol": 1e-12},
+    torch.float32: {"rtol": 1e-5, "atol": 1e-6},
+}
+
+
+def tolerance(dtype: torch.dtype, scale: float = 1.0) -> dict[str, float]:
+    """``rtol`` and ``atol`` for ``dtype``, multiplied by ``scale`` for quantities with a known error growth."""
+    return {k: v * scale for k, v in _TOLERANCES[dtype].items()}
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, scale: float = 1.0) -> None:
+    """``torch.testing.assert_close`` with the tolerance of ``expected``'s dtype."""
+    torch.testing.assert_close(actual, expected, **tolerance(expected.dtype, scale))

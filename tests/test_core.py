@@ -1,0 +1,133 @@
+"""The core: seeds, devices, profiles, claims and the results file."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from dynbook_lib.core.claims import ChapterRecord, evaluate
+from dynbook_lib.core.devices import resolve_device
+from dynbook_lib.core.profiles import select_profile
+from dynbook_lib.core.progress import progress
+from dynbook_lib.core.results import RESULTS_ENV, environment, read_results, write_json_atomic
+from dynbook_lib.core.seeding import check_seed, make_generator
+
+
+def test_generator_is_reproducible_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = torch.randn(5, generator=make_generator(7))
+    b = torch.randn(5, generator=make_generator(7))
+    assert torch.equal(a, b)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert not torch.equal(a, torch.randn(5, generator=make_generator(8)))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True, 2**63])
+def test_bad_seeds_are_rejected_in_one_line(bad):
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63\)") as err:
+        check_seed(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'; choose one of: auto, cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is available"):
+            resolve_device("cuda")
+
+
+def test_profiles():
+    assert select_profile("fast", fast="a", full="b") == "a"
+    assert select_profile("full", fast="a", full="b") == "b"
+    with pytest.raises(ValueError, match="unknown profile 'medium'; choose one of: fast, full"):
+        select_profile("medium", fast="a", full="b")
+
+
+def test_evaluate_comparisons_and_nan():
+    assert evaluate(1.0, "<", 2.0) and not evaluate(2.0, "<", 2.0) and evaluate(2.0, "<=", 2.0)
+    assert evaluate(3.0, ">", 2.0) and evaluate(2.0, ">=", 2.0) and not evaluate(1.0, ">=", 2.0)
+    for op in ("<", "<=", ">", ">="):
+        assert not evaluate(math.nan, op, 1.0)
+    with pytest.raises(ValueError, match="unknown comparison"):
+        evaluate(1.0, "==", 1.0)
+
+
+def test_record_writes_each_claim_as_it_is_checked(tmp_path, monkeypatch):
+    path = tmp_path / "results" / "toy.json"
+    monkeypatch.setenv(RESULTS_ENV, str(path))
+    record = ChapterRecord("toy", "fast", "cpu", 3)
+    assert read_results(path)["claims"] == []
+    record.check("first", "a statement", 0.5, "<", 1.0, paper="Fig. 1")
+    saved = read_results(path)
+    assert [c["name"] for c in saved["claims"]] == ["first"] and saved["claims"][0]["holds"] is True
+    record.check("second", "fails", 2.0, "<", 1.0, paper="Fig. 2")
+    record.metric("curve", [1.0, 2.0])
+    saved = read_results(path)
+    assert [c["holds"] for c in saved["claims"]] == [True, False]
+    assert saved["metrics"] == {"curve": [1.0, 2.0]}
+    assert saved["status"] == "running"
+    assert {"chapter", "profile", "device", "seed", "seconds", "claims", "metrics", "env"} <= set(saved)
+    assert set(saved["claims"][0]) >= {"name", "statement", "value", "op", "threshold", "holds", "paper"}
+    assert not record.all_hold()
+
+
+def test_record_without_results_file_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    record = ChapterRecord("toy", "fast", "cpu", 0)
+    record.check("c", "s", 1.0, "<", 2.0, paper="p")
+    assert record.results_file is None and list(tmp_path.iterdir()) == []
+
+
+def test_full_only_claim_is_shown_but_not_required_in_fast(monkeypatch):
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    record = ChapterRecord("toy", "fast", "cpu", 0)
+    record.check("fast_ok", "holds", 1.0, "<", 2.0, paper="p")
+    record.check("needs_scale", "only at paper scale", 5.0, "<", 2.0, paper="p", profiles=("full",),
+                 note="the effect needs width 4096")
+    assert record.all_hold()
+    html = record.table()._repr_html_()
+    assert "not reproduced at fast size" in html and "the effect needs width 4096" in html
+    assert "<b>1/1</b>" in html
+    assert "fast_ok: 1 &lt; 2 -> holds" not in repr(record.table())  # text repr is plain text
+    assert "fast_ok: 1 < 2 -> holds" in repr(record.table())
+
+
+def test_record_rejects_bad_options_and_duplicate_claims(monkeypatch):
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    with pytest.raises(ValueError, match="unknown profile"):
+        ChapterRecord("toy", "huge", "cpu", 0)
+    with pytest.raises(ValueError, match="unknown device"):
+        ChapterRecord("toy", "fast", "gpu", 0)
+    record = ChapterRecord("toy", "fast", "cpu", 0)
+    record.check("c", "s", 1.0, "<", 2.0, paper="p")
+    with pytest.raises(ValueError, match="already recorded"):
+        record.check("c", "s", 1.0, "<", 2.0, paper="p")
+    with pytest.raises(ValueError, match="unknown profile"):
+        record.check("d", "s", 1.0, "<", 2.0, paper="p", profiles=("slow",))
+
+
+def test_write_json_atomic_replaces_whole_file(tmp_path):
+    path = tmp_path / "a" / "r.json"
+    write_json_atomic(path, {"x": 1})
+    write_json_atomic(path, {"y": [1, 2]})
+    assert json.loads(path.read_text()) == {"y": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+    assert read_results(tmp_path / "missing.json") is None
+
+
+def test_environment_fields():
+    env = environment()
+    assert set(env) == {"python", "torch", "dynbook_lib", "git_commit", "gpu"}
+    assert env["torch"] == torch.__version__
+
+
+def test_progress_is_quiet_when_headless(monkeypatch, capsys):
+    monkeypatch.setenv("DYNBOOK_HEADLESS", "1")
+    assert list(progress(range(3), desc="quiet")) == [0, 1, 2]
+    assert "quiet" not in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""The chapter sources: paired with their .ipynb, without outputs, wired to the runner, the table of contents,
+the Colab set-up and the bibliography."""
+
+import json
+import re
+
+import jupytext
+import pytest
+import yaml
+
+from dynbook_lib.chapters import CHAPTERS, written_chapters
+from conftest import ROOT
+
+WRITTEN = written_chapters(ROOT)
+
+
+def test_at_least_one_chapter_is_written():
+    assert WRITTEN
+
+
+@pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.slug)
+def test_source_and_notebook_are_paired_and_the_notebook_has_no_outputs(chapter):
+    md = chapter.source(ROOT)
+    ipynb = md.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb} is missing: run jupytext --sync {md}"
+    source_cells = [(c.cell_type, c.source.strip()) for c in jupytext.read(md).cells]
+    raw = json.loads(ipynb.read_text())
+    notebook_cells = [(c["cell_type"], "".join(c["source"]).strip()) for c in raw["cells"]]
+    assert source_cells == notebook_cells, f"{ipynb} differs from {md}: run jupytext --sync {md}"
+    for cell in raw["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{ipynb} carries outputs"
+
+
+@pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.slug)
+def test_chapter_has_parameters_colab_setup_and_records_under_its_slug(chapter):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = config["repository"]["url"]
+    cells = [c for c in jupytext.read(chapter.source(ROOT)).cells if c.cell_type == "code"]
+    setup = cells[0].source
+    assert '"google.colab" in sys.modules' in setup and f"git+{repo}" in setup, (
+        "the first code cell must install dynbook_lib from the repository of _config.yml, only on Colab")
+    params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    names = set(re.findall(r"^(\w+)\s*=", params[0].source, flags=re.M))
+    assert {"profile", "device", "seed"} <= names
+    assert f'ChapterRecord("{chapter.slug}", profile, device, seed)' in chapter.source(ROOT).read_text()
+
+
+def test_table_of_contents_lists_exactly_the_written_chapters_in_book_order():
+    toc = (ROOT / "_toc.yml").read_text()
+    listed = re.findall(r"file:\s*notebooks/(\S+)", toc)
+    assert listed == [c.stem for c in WRITTEN]
+    for chapter in CHAPTERS:
+        if chapter not in WRITTEN:
+            assert chapter.stem not in toc
+
+
+def test_every_citation_is_in_the_bibliography():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    keys = set(re.findall(r"^@\w+\{([^,]+),", bib, flags=re.M))
+    for chapter in WRITTEN:
+        cited = set()
+        for group in re.findall(r"\{(?:foot)?cite(?::\w+)?\}`([^`]+)`", chapter.source(ROOT).read_text()):
+            cited |= {k.strip() for k in group.split(",")}
+        assert cited and cited <= keys, f"{chapter.slug} cites keys missing from references.bib: {cited - keys}"
