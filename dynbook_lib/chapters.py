@@ -52,7 +52,15 @@ CHAPTERS: tuple[Chapter, ...] = (
         "VI Implicit bias",
         ("gd_reaches_potential_minimizer", "small_init_is_l1", "large_init_is_l2", "rich_regime_recovers_sparse"),
     ),
-    Chapter(9, "diagonal-networks-dynamics", "Diagonal linear networks II: dynamics", "VI Implicit bias"),
+    Chapter(
+        9,
+        "diagonal-networks-dynamics",
+        "Diagonal linear networks II: stochasticity, large steps, momentum, saddle-to-saddle, grokking",
+        "VI Implicit bias",
+        ("invariant_exact", "limit_is_effective_potential", "sgd_beats_gd", "large_step_gd_concentrates",
+         "sgd_shrinks_uniformly", "jump_times_match", "plateaus_match", "ends_at_min_l1", "same_lambda_same_solution",
+         "larger_lambda_less_sparse", "drop_time_scales_as_one_over_lambda", "ends_at_min_norm"),
+    ),
     Chapter(10, "heavy-tails", "Heavy tails of SGD", "VII Complexity of the dynamics"),
 )
 

@@ -209,8 +209,9 @@ class DiagonalGD:
     Attributes:
         beta: the last iterate ``u * v``, shape ``(A, d)``.
         u, v: the last weights, shape ``(A, d)`` (for ``"pm"``, ``u = w_plus + w_minus``, ``v = w_plus - w_minus``).
-        log_alpha_eff_sq: ``log alpha_inf^2 = log alpha^2 + sum_k log(1 - gamma_k^2 g_k^2)``, shape ``(A, d)``: the
-            init scale of the potential whose mirror flow the discrete iterates follow (``u^2 - v^2 = 2 alpha_inf^2``).
+        log_alpha_eff_sq: ``log alpha_inf^2 = log alpha^2 + sum_k log|1 - gamma_k^2 g_k^2|``, shape ``(A, d)``: the
+            init scale of the potential whose mirror flow the discrete iterates follow (``u^2 - v^2 = 2 alpha_inf^2``);
+            NaN with momentum, which keeps no such relation.
         times: elapsed gradient-flow time ``sum_k gamma_k`` per run, shape ``(A,)``.
         train_loss: ``L(beta)`` at the end, shape ``(A,)``.
         steps: number of steps taken (all runs advance together until every loss is below ``loss_tol``).
@@ -236,81 +237,126 @@ def gd_diagonal(
     max_steps: int,
     lr: torch.Tensor | float | None = None,
     max_grad_step: float = 1e-3,
-    max_curvature_step: float = 0.5,
+    max_curvature_step: float = 1.0,
+    batch_size: int | None = None,
+    momentum: torch.Tensor | float = 0.0,
+    weight_decay: torch.Tensor | float = 0.0,
+    generator: torch.Generator | None = None,
     loss_tol: float = 1e-24,
+    max_time: float = math.inf,
     parametrization: Parametrization = "uv",
     record_every: int | None = None,
 ) -> DiagonalGD:
-    """Full-batch gradient descent on the diagonal network, for several init scales at once.
+    """(Stochastic) gradient descent on the diagonal network, for several runs at once (one row each).
 
-    Each run starts from ``u0 = sqrt(2) alpha``, ``v0 = 0`` and follows ``u <- u - gamma g v``, ``v <- v - gamma g u``
-    with ``g = X^T (X u v - y) / n``. With ``lr=None`` the step is chosen at every iteration as the largest that keeps
-    ``gamma max|g| <= max_grad_step`` (so ``alpha_inf`` stays within a factor ``exp(-max_grad_step * O(t))`` of
-    ``alpha``) and ``gamma lambda_max(X^T X / n) max(u^2 + v^2) <= max_curvature_step`` (stability): a step-size
-    schedule, still plain gradient descent, that lets one call cover ``alpha`` from 1e-30 to 10. All runs stop when
-    every loss is below ``loss_tol`` (checked every ``record_every`` or 100 steps) or after ``max_steps``.
+    Each run starts from ``u0 = sqrt(2) alpha``, ``v0 = 0`` and follows ``u <- u - gamma (g v + lam u)``,
+    ``v <- v - gamma (g u + lam v)`` with ``g = X_B^T (X_B u v - y_B) / |B|`` (the whole data set, or a minibatch ``B``
+    of ``batch_size`` examples drawn uniformly with replacement for each step and run) and weight decay ``lam``
+    (the penalty ``lam (||u||^2 + ||v||^2) / 2``). With ``momentum`` ``mu`` the update is heavy ball:
+    ``m <- mu m + grad``, ``(u, v) <- (u, v) - gamma m``.
 
-    With ``parametrization="pm"`` the same iterates are computed through ``beta = w_plus^2 - w_minus^2``, on which
-    gradient descent with step ``gamma / 2`` is the image of the ``u, v`` iteration with step ``gamma``.
+    With ``lr=None`` (full batch, no momentum) the step is chosen at every iteration as the largest that keeps
+    ``gamma max|g| <= max_grad_step`` (so ``alpha_inf`` stays close to ``alpha``) and
+    ``gamma (lambda_max(X^T X / n) max(u^2 + v^2) + lam) <= max_curvature_step`` (stability): a step-size schedule,
+    still plain gradient descent, that lets one call cover ``alpha`` from 1e-30 to 10.
+
+    Without momentum the iterates keep the exact relation
+    ``u^2 - v^2 = 2 alpha^2 prod_k |(1 - gamma_k lam)^2 - gamma_k^2 g_k^2|`` (Even et al. 2023), returned as
+    ``log_alpha_eff_sq``. All runs stop when every full-data loss is below ``loss_tol``, or every run has reached the
+    gradient-flow time ``max_time = sum_k gamma_k`` (both checked every ``record_every`` or 100 steps), or after
+    ``max_steps``.
+
+    With ``parametrization="pm"`` (plain (S)GD only) the same iterates are computed through
+    ``beta = w_plus^2 - w_minus^2``, on which gradient descent with step ``gamma / 2`` is the image of the ``u, v``
+    iteration with step ``gamma``.
 
     Args:
         X: design ``(n, d)``; y: targets ``(n,)``.
         alpha: init scale: scalar, ``(A,)`` (one run per value) or ``(A, d)``.
-        max_steps: iteration cap per run.
+        max_steps: iteration cap.
         lr: a fixed step (scalar or ``(A,)``); ``None`` for the schedule above.
         max_grad_step, max_curvature_step: bounds of the schedule.
-        loss_tol: loss below which every run has converged.
+        batch_size: minibatch size for SGD (``None``: full batch); needs ``generator``.
+        momentum: heavy-ball coefficient, scalar or ``(A,)``.
+        weight_decay: ``lam``, scalar or ``(A,)``.
+        generator: the source of minibatch indices.
+        loss_tol: full-data loss below which every run has converged.
+        max_time: gradient-flow time after which every run stops.
         parametrization: ``"uv"`` or ``"pm"``.
         record_every: keep ``beta`` every so many steps (for trajectory plots).
     """
     n, d = X.shape
-    alpha_t = torch.as_tensor(alpha, dtype=X.dtype, device=X.device)
+    opts = dict(dtype=X.dtype, device=X.device)
+    alpha_t = torch.as_tensor(alpha, **opts)
     alpha_t = alpha_t.reshape(-1, 1) if alpha_t.dim() <= 1 else alpha_t
-    alpha_t = alpha_t.expand(alpha_t.shape[0], d)
     A = alpha_t.shape[0]
+    alpha_t = alpha_t.expand(A, d)
+
+    def per_run(value: torch.Tensor | float) -> torch.Tensor:
+        return torch.as_tensor(value, **opts).reshape(-1, 1).expand(A, 1)
+
+    mu, lam = per_run(momentum), per_run(weight_decay)
+    heavy_ball, decay = bool((mu != 0).any()), bool((lam != 0).any())
+    if lr is None and (batch_size is not None or heavy_ball):
+        raise ValueError("lr=None (the adaptive schedule) needs full batch and no momentum; give a fixed lr")
+    if batch_size is not None and (generator is None or not 0 < batch_size <= n):
+        raise ValueError(f"SGD needs a generator and 0 < batch_size <= n={n}; got batch_size={batch_size}")
+    if parametrization == "pm" and (heavy_ball or decay):
+        raise ValueError('parametrization="pm" supports plain (S)GD only (no momentum, no weight decay)')
     Xn = X / n
     lam_max = float(torch.linalg.eigvalsh(X.T @ Xn)[-1])
-    fixed = None if lr is None else torch.as_tensor(lr, dtype=X.dtype, device=X.device).reshape(-1, 1).expand(A, 1)
+    fixed = None if lr is None else per_run(lr)
 
     u = math.sqrt(2) * alpha_t.clone()
     v = torch.zeros_like(u)
     wp, wm = (u + v) / 2, (u - v) / 2
+    mom_u, mom_v = torch.zeros_like(u), torch.zeros_like(u)
     log_a2 = torch.log(alpha_t**2)
-    times = torch.zeros(A, 1, dtype=X.dtype, device=X.device)
+    times = torch.zeros(A, 1, **opts)
     hist_t, hist_b = [], []
     check_every = record_every or 100
 
     k = 0
     for k in range(max_steps + 1):
         beta = u * v if parametrization == "uv" else wp**2 - wm**2
-        resid = beta @ X.T - y
-        if k % check_every == 0:
-            if record_every:
+        if k % check_every == 0 or k == max_steps:
+            full_resid = beta @ X.T - y
+            if record_every and k % record_every == 0:
                 hist_t.append(times[:, 0].clone())
                 hist_b.append(beta.clone())
-            if float((resid**2).sum(1).max()) / (2 * n) <= loss_tol:
+            converged = float((full_resid**2).sum(1).max()) / (2 * n) <= loss_tol
+            if converged or float(times.min()) >= max_time or k == max_steps:
                 break
-        if k == max_steps:
-            break
-        g = resid @ Xn
+        if batch_size is None:
+            g = (beta @ X.T - y) @ Xn
+        else:
+            idx = torch.randint(n, (A, batch_size), generator=generator, device=generator.device).to(X.device)
+            xb = X[idx]  # (A, b, d)
+            resid = (xb @ beta[:, :, None])[..., 0] - y[idx]
+            g = (resid[..., None] * xb).mean(1)
         if fixed is None:
             size = u * u + v * v if parametrization == "uv" else 2 * (wp * wp + wm * wm)
             gamma = torch.minimum(max_grad_step / g.abs().amax(1, keepdim=True).clamp_min(1e-300),
-                                  max_curvature_step / (lam_max * size.amax(1, keepdim=True)))
+                                  max_curvature_step / (lam_max * size.amax(1, keepdim=True) + lam))
         else:
             gamma = fixed
         gg = gamma * g
-        log_a2 = log_a2 + torch.log1p(-gg * gg)
-        if parametrization == "uv":
-            u, v = u - gg * v, v - gg * u
-        else:  # d/dw_plus = 2 w_plus g and d/dw_minus = -2 w_minus g, with step gamma / 2
+        if parametrization == "pm":  # d/dw_plus = 2 w_plus g and d/dw_minus = -2 w_minus g, with step gamma / 2
+            log_a2 = log_a2 + torch.log(torch.abs(1 - gg * gg))
             wp, wm = wp - gg * wp, wm + gg * wm
             u, v = wp + wm, wp - wm
+        elif heavy_ball:
+            mom_u, mom_v = mu * mom_u + g * v + lam * u, mu * mom_v + g * u + lam * v
+            u, v = u - gamma * mom_u, v - gamma * mom_v
+        else:
+            shrink = 1 - gamma * lam
+            log_a2 = log_a2 + torch.log(torch.abs(shrink * shrink - gg * gg))
+            u, v = shrink * u - gg * v, shrink * v - gg * u
         times = times + gamma
 
     beta = u * v if parametrization == "uv" else wp**2 - wm**2
     loss = ((beta @ X.T - y) ** 2).sum(1) / (2 * n)
-    return DiagonalGD(beta, u, v, log_a2, times[:, 0], loss, k,
+    return DiagonalGD(beta, u, v, torch.full_like(log_a2, math.nan) if heavy_ball else log_a2, times[:, 0], loss, k,
                       torch.stack(hist_t) if hist_t else None, torch.stack(hist_b) if hist_b else None)
 
 

@@ -33,10 +33,12 @@ def use_style() -> None:
 
 
 def to_numpy(x: torch.Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
-    """A detached CPU float64 numpy copy of ``x``."""
+    """A detached CPU numpy copy of ``x``: float64, or bool for boolean masks."""
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
+        x = x.detach().cpu()
+        return x.numpy() if x.dtype == torch.bool else x.double().numpy()
+    x = np.asarray(x)
+    return x if x.dtype == bool else x.astype(np.float64)
 
 
 def stem_compare(

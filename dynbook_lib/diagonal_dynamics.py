@@ -1,0 +1,253 @@
+"""Dynamics of diagonal linear networks beyond the flow's limit: effective scales, saddle-to-saddle, momentum, grokking.
+
+The network, potential, solvers and the (S)GD loop are those of :mod:`dynbook_lib.diagonal`; this module adds the
+objects that describe *how* training gets to its solution:
+
+* the per-coordinate gain ``ln(alpha / alpha_inf)`` of (S)GD (Even, Pesme, Gunasekar & Flammarion 2023);
+* the saddle-to-saddle path of vanishing initialisation (Pesme & Flammarion 2023), computed exactly by a
+  Lasso-homotopy-like algorithm, and the tools to compare it with a simulated trajectory;
+* the momentum pairs of equal ``lambda = gamma / (1 - mu)^2`` (Papazov, Pesme & Flammarion 2024);
+* first-crossing times of a curve (the late test-error drop under weight decay, Boursier, Pesme & Dragomir 2025).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import lsq_linear
+
+
+def coordinate_gain(alpha: float, log_alpha_eff_sq: torch.Tensor) -> torch.Tensor:
+    """``ln(alpha / alpha_inf)`` per coordinate: how much (S)GD shrank the effective initialisation scale.
+
+    Args:
+        alpha: the initialisation scale.
+        log_alpha_eff_sq: ``log alpha_inf^2`` as returned by ``gd_diagonal`` (any shape).
+
+    Example:
+        >>> float(coordinate_gain(0.5, torch.tensor(math.log(0.25))))
+        0.0
+    """
+    return math.log(alpha) - 0.5 * log_alpha_eff_sq
+
+
+@dataclass(frozen=True)
+class SaddleToSaddle:
+    """The limit path of gradient flow as ``alpha -> 0`` in rescaled time ``t~ = t / ln(1/alpha)``.
+
+    Attributes:
+        times: ``(K + 1,)`` the start of each plateau; ``times[0] = 0``.
+        betas: ``(K + 1, d)`` the value of ``beta`` on each plateau; ``betas[0] = 0`` and ``betas[-1]`` interpolates.
+        signs: ``(K + 1, d)`` the sign pattern ``s`` (in ``{-1, 0, 1}``) of the coordinates allowed to be non-zero.
+    """
+
+    times: torch.Tensor
+    betas: torch.Tensor
+    signs: torch.Tensor
+
+    def at(self, t: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The piecewise-constant path evaluated at rescaled times ``t``, shape ``(len(t), d)``."""
+        idx = np.searchsorted(self.times.cpu().numpy(), np.asarray(t), side="right") - 1
+        return self.betas[torch.as_tensor(np.clip(idx, 0, len(self.times) - 1))]
+
+
+def saddle_to_saddle(X: torch.Tensor, y: torch.Tensor, *, tol: float = 1e-10, max_jumps: int = 1000) -> SaddleToSaddle:
+    """The saddle-to-saddle path of a diagonal linear network at vanishing initialisation (Pesme & Flammarion 2023).
+
+    With ``t~ = t / ln(1/alpha)``, gradient flow from ``alpha -> 0`` stays on plateaus (saddles) and jumps between
+    them. The plateaus and jump times follow from ``s(t~) = -int g`` (``g = grad L(beta)``): a coordinate may be
+    non-zero only once ``|s_i| = 1``, with the sign of ``s_i``. Starting from ``beta = 0``, ``s = 0``, ``t~ = 0``:
+
+    1. ``g = X^T (X beta - y) / n``; stop when ``g = 0``.
+    2. On a plateau ``g`` is constant, so ``s`` moves linearly: the next coordinate to reach the boundary does so after
+       ``Delta = min_i (1 - sign(-g_i) s_i) / |g_i|`` over coordinates with ``g_i != 0``.
+    3. ``s <- s - Delta g``, ``t~ <- t~ + Delta``.
+    4. ``beta = argmin L`` subject to ``beta_i >= 0`` where ``s_i = 1``, ``beta_i <= 0`` where ``s_i = -1`` and
+       ``beta_i = 0`` elsewhere (bounded least squares).
+
+    The last plateau is the minimum-l1 interpolator (when it is unique).
+
+    Args:
+        X: design ``(n, d)``; y: targets ``(n,)``.
+        tol: gradients below this are zero; ``|s_i|`` within ``tol`` of 1 is on the boundary.
+        max_jumps: safety cap on the number of plateaus.
+    """
+    Xn, yn = X.detach().cpu().double().numpy(), y.detach().cpu().double().numpy()
+    n, d = Xn.shape
+    beta, s, t = np.zeros(d), np.zeros(d), 0.0
+    times, betas, signs = [0.0], [beta.copy()], [np.zeros(d)]
+    for _ in range(max_jumps):
+        g = Xn.T @ (Xn @ beta - yn) / n
+        if np.abs(g).max() <= tol:
+            break
+        moving = np.abs(g) > tol
+        delta = np.full(d, np.inf)
+        delta[moving] = (1 - np.sign(-g[moving]) * s[moving]) / np.abs(g[moving])
+        delta[delta <= tol] = np.inf  # already on the boundary it moves towards: active, not a new event
+        step = delta.min()
+        if not np.isfinite(step):
+            raise RuntimeError("saddle-to-saddle: no coordinate reaches the boundary although the gradient is not 0")
+        s = np.clip(s - step * g, -1.0, 1.0)
+        s[np.abs(np.abs(s) - 1) <= tol] = np.sign(s[np.abs(np.abs(s) - 1) <= tol])
+        t += step
+        active = np.abs(s) == 1
+        beta = np.zeros(d)
+        if active.any():
+            lower = np.where(s[active] > 0, 0.0, -np.inf)
+            upper = np.where(s[active] > 0, np.inf, 0.0)
+            sol = lsq_linear(Xn[:, active], yn, bounds=(lower, upper), method="bvls", tol=1e-14)
+            beta[active] = sol.x
+        times.append(t)
+        betas.append(beta.copy())
+        signs.append(np.where(active, np.sign(s), 0.0))
+    else:
+        raise RuntimeError(f"saddle-to-saddle did not end within {max_jumps} plateaus")
+    as_t = dict(dtype=X.dtype, device=X.device)
+    return SaddleToSaddle(torch.tensor(times, **as_t), torch.tensor(np.array(betas), **as_t),
+                          torch.tensor(np.array(signs), **as_t))
+
+
+def simulated_jump_times(path: SaddleToSaddle, times: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """When a simulated trajectory makes each jump of ``path``.
+
+    The ``k``-th jump (from plateau ``k - 1`` to plateau ``k``) happens at the first recorded time, after the previous
+    jump, at which ``beta(t~)`` is closer to plateau ``k`` than to plateau ``k - 1``; the time is interpolated
+    linearly between the two records that bracket the crossing.
+
+    Args:
+        path: the predicted path.
+        times: ``(S,)`` rescaled times of the records, increasing.
+        betas: ``(S, d)`` the simulated ``beta`` at those times.
+
+    Returns:
+        ``(K,)`` the simulated jump times (NaN for a jump never made).
+    """
+    out = torch.full((len(path.times) - 1,), math.nan, dtype=times.dtype)
+    start = 0
+    for k in range(1, len(path.times)):
+        prev, nxt = path.betas[k - 1], path.betas[k]
+        margin = (torch.linalg.vector_norm(betas - prev, dim=1) - torch.linalg.vector_norm(betas - nxt, dim=1)).cpu()
+        after = torch.nonzero(margin[start:] > 0)
+        if len(after) == 0:
+            break
+        j = start + int(after[0])
+        if j == 0:
+            out[k - 1] = float(times[0])
+        else:
+            m0, m1 = float(margin[j - 1]), float(margin[j])
+            w = -m0 / (m1 - m0)
+            out[k - 1] = float(times[j - 1] + w * (times[j] - times[j - 1]))
+        start = j
+    return out
+
+
+def plateau_errors(path: SaddleToSaddle, times: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """Relative error of a simulated trajectory at the midpoint of each intermediate plateau of ``path``.
+
+    Plateau ``k`` (``1 <= k < K``, i.e. every saddle visited on the way, not the start at 0 nor the limit) spans
+    ``[t_k, t_{k+1})``; the trajectory is read at the record nearest to ``(t_k + t_{k+1}) / 2``.
+
+    Returns:
+        ``(K - 1,)`` values ``||beta(t_mid) - beta_k|| / ||beta_k||``.
+    """
+    errors = []
+    for k in range(1, len(path.times) - 1):
+        mid = 0.5 * float(path.times[k] + path.times[k + 1])
+        j = int(torch.argmin((times - mid).abs()))
+        errors.append(float(torch.linalg.vector_norm(betas[j] - path.betas[k]) / torch.linalg.vector_norm(path.betas[k])))
+    return torch.tensor(errors, dtype=times.dtype)
+
+
+def momentum_pairs(lam: float, momenta: tuple[float, ...]) -> list[tuple[float, float]]:
+    """Step sizes and momenta ``(gamma, mu)`` with the same ``lambda = gamma / (1 - mu)^2``.
+
+    Example:
+        >>> momentum_pairs(2.0, (0.9,))
+        [(0.020000000000000007, 0.9)]
+    """
+    if lam <= 0 or not all(0 <= mu < 1 for mu in momenta):
+        raise ValueError(f"need lambda > 0 and momenta in [0, 1); got {lam}, {momenta}")
+    return [(lam * (1 - mu) ** 2, mu) for mu in momenta]
+
+
+def first_crossing(times: torch.Tensor, values: torch.Tensor, level: float) -> float:
+    """The first time at which ``values`` falls below ``level``, interpolated linearly; NaN if it never does.
+
+    Example:
+        >>> first_crossing(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([4.0, 2.0, 0.0]), 1.0)
+        1.5
+    """
+    below = torch.nonzero(values < level)
+    if len(below) == 0:
+        return math.nan
+    j = int(below[0])
+    if j == 0:
+        return float(times[0])
+    v0, v1 = float(values[j - 1]), float(values[j])
+    return float(times[j - 1] + (v0 - level) / (v0 - v1) * (times[j] - times[j - 1]))
+
+
+def step_scale(X: torch.Tensor, batch_size: int | None = None) -> float:
+    """The natural unit of step size for (S)GD on ``L(beta) = ||X beta - y||^2 / (2n)``:
+    ``min(b / tr(H), 1 / lambda_max(H))`` with ``H = X^T X / n`` and ``b`` the batch size (``n`` when ``None``).
+
+    Full-batch GD is limited by ``1 / lambda_max(H)``; SGD with ``b = 1`` by ``1 / ||x_i||^2 ~ 1 / tr(H)``. A step
+    ``factor * step_scale`` puts runs with different batch sizes on one axis.
+    """
+    n = X.shape[0]
+    b = n if batch_size is None else batch_size
+    H = X.T @ X / n
+    return min(b / float(torch.trace(H)), 1 / float(torch.linalg.eigvalsh(H)[-1]))
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """Sizes of the chapter "Diagonal linear networks II" (one instance per profile).
+
+    (a) SGD and large steps on sparse regression ``(n, d, k)`` at scale ``alpha_sgd``: a small-step GD reference,
+    GD with step ``gd_factor * step_scale(X)`` and SGD (batch 1) with steps ``sgd_factors * step_scale(X, 1)``.
+    (b) saddle-to-saddle on ``(n_s2s, d_s2s, k_s2s)`` with the scales ``alphas_s2s``.
+    (c) heavy-ball momentum at scale ``alpha_sgd`` with ``lambda = gamma / (1 - mu)^2`` in ``lambdas`` and three
+    momenta each. (d) weight decay ``weight_decays`` from scale ``alpha_decay``, run to ``lambda t = lambda_t_max``.
+    """
+
+    n: int
+    d: int
+    k: int
+    n_test: int
+    alpha_sgd: float
+    gd_factor: float
+    sgd_factors: tuple[float, ...]
+    gd_steps: int
+    sgd_steps: int
+    n_s2s: int
+    d_s2s: int
+    k_s2s: int
+    alphas_s2s: tuple[float, ...]
+    lambdas: tuple[float, ...]
+    momenta: tuple[float, ...]
+    momentum_steps: int
+    alpha_decay: float
+    weight_decays: tuple[float, ...]
+    lambda_t_max: float
+    decay_steps: int
+    seeds: tuple[int, ...]
+
+
+DYNAMICS_FAST = DynamicsConfig(
+    n=40, d=100, k=5, n_test=1000, alpha_sgd=0.2, gd_factor=0.9, sgd_factors=(1.5, 2.5), gd_steps=40_000,
+    sgd_steps=40_000, n_s2s=20, d_s2s=30, k_s2s=4, alphas_s2s=(1e-4, 1e-8, 1e-16, 1e-30), lambdas=(0.05, 0.5, 2.0),
+    momenta=(0.9, 0.95, 0.975), momentum_steps=100_000, alpha_decay=1.0, weight_decays=(4e-3, 2e-3, 1e-3),
+    lambda_t_max=5.0, decay_steps=120_000, seeds=(0,),
+)
+# The full profile of (b) keeps the specification's problem class and goes to far smaller scales (1e-100 is fine in
+# float64: alpha^2 = 1e-200), since the saddle-to-saddle picture is exact only as ln(1/alpha) -> infinity.
+DYNAMICS_FULL = DynamicsConfig(
+    n=200, d=1000, k=20, n_test=5000, alpha_sgd=0.2, gd_factor=0.9, sgd_factors=(1.5, 2.5), gd_steps=400_000,
+    sgd_steps=400_000, n_s2s=20, d_s2s=30, k_s2s=4, alphas_s2s=(1e-4, 1e-16, 1e-30, 1e-60, 1e-100),
+    lambdas=(0.05, 0.5, 2.0), momenta=(0.9, 0.95, 0.975), momentum_steps=1_000_000, alpha_decay=1.0,
+    weight_decays=(4e-3, 2e-3, 1e-3), lambda_t_max=5.0, decay_steps=1_000_000, seeds=(0, 1, 2, 3, 4),
+)
