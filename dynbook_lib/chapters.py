@@ -61,7 +61,13 @@ CHAPTERS: tuple[Chapter, ...] = (
          "sgd_shrinks_uniformly", "jump_times_match", "plateaus_match", "ends_at_min_l1", "same_lambda_same_solution",
          "larger_lambda_less_sparse", "drop_time_scales_as_one_over_lambda", "ends_at_min_norm"),
     ),
-    Chapter(10, "heavy-tails", "Heavy tails of SGD", "VII Complexity of the dynamics"),
+    Chapter(
+        10,
+        "heavy-tails",
+        "Heavy tails of SGD",
+        "VII Complexity of the dynamics",
+        ("estimator_matches_theory", "critical_step_gives_alpha_two", "heavier_with_step", "lighter_with_batch"),
+    ),
 )
 
 BY_SLUG: dict[str, Chapter] = {c.slug: c for c in CHAPTERS}
