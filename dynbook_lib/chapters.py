@@ -44,7 +44,14 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(4, "ekfac", "EKFAC and the structure of the Fisher", "II Curvature"),
     Chapter(5, "alrao", "Alrao: random learning rates", "III Learning rates"),
     Chapter(6, "gaussian-preactivations", "Gaussian pre-activations", "IV Initialisation"),
-    Chapter(7, "penalty-prior", "A penalty as a Bayesian prior", "V Bayes"),
+    Chapter(
+        7,
+        "penalty-prior",
+        "A penalty as the influence of a Bayesian prior",
+        "V Bayes",
+        ("prior_recovered", "kl_matches_penalty", "heat_residual_admissible", "weight_decay_not_admissible",
+         "one_over_n_is_bayesian"),
+    ),
     Chapter(
         8,
         "diagonal-networks",
