@@ -43,7 +43,14 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(3, "ntk-alignment", "NTK alignment", "I Linearisation"),
     Chapter(4, "ekfac", "EKFAC and the structure of the Fisher", "II Curvature"),
     Chapter(5, "alrao", "Alrao: random learning rates", "III Learning rates"),
-    Chapter(6, "gaussian-preactivations", "Gaussian pre-activations", "IV Initialisation"),
+    Chapter(
+        6,
+        "gaussian-preactivations",
+        "Gaussian pre-activations: myth or reality?",
+        "IV Initialisation",
+        ("pairs_gaussian_width1", "pairs_variance_preserved", "relu_not_gaussian", "tanh_not_gaussian",
+         "eoc_map_fails_narrow"),
+    ),
     Chapter(
         7,
         "penalty-prior",

@@ -230,6 +230,20 @@ def _stage_notebook(executed: Path, target: Path) -> None:
     nbformat.write(nb, target)
 
 
+def _toc_without(toc_path: Path, files: set[str]) -> str:
+    """The table of contents with ``files`` left out, and any part they leave empty."""
+    import yaml
+
+    toc = yaml.safe_load(toc_path.read_text())
+    parts = []
+    for part in toc.get("parts", []):
+        kept = [entry for entry in part.get("chapters", []) if entry.get("file") not in files]
+        if kept:
+            parts.append({**part, "chapters": kept})
+    toc["parts"] = parts
+    return yaml.safe_dump(toc, sort_keys=False)
+
+
 def stage_book(chapters: list[Chapter], out: Path, root: Path) -> Path:
     """Copy the book tree into ``out/_stage`` with the executed notebooks in ``notebooks/`` and no sources."""
     stage = out / "_stage"
@@ -237,14 +251,14 @@ def stage_book(chapters: list[Chapter], out: Path, root: Path) -> Path:
     (stage / "notebooks").mkdir(parents=True)
     shutil.copy2(root / "_config.yml", stage / "_config.yml")
     shutil.copytree(root / "book", stage / "book")
-    toc = (root / "_toc.yml").read_text()
+    missing = set()
     for chapter in chapters:
         executed = executed_path(chapter, out)
         if executed.exists():
             _stage_notebook(executed, stage / "notebooks" / executed.name)
-        else:  # leave an unexecuted chapter out of the staged table of contents
-            toc = "\n".join(line for line in toc.splitlines() if f"notebooks/{chapter.stem}" not in line) + "\n"
-    (stage / "_toc.yml").write_text(toc)
+        else:
+            missing.add(f"notebooks/{chapter.stem}")
+    (stage / "_toc.yml").write_text(_toc_without(root / "_toc.yml", missing))
     status = stage / "book" / "status.md"
     status.write_text(status.read_text().replace(STATUS_MARKER, status_markdown(chapters, out)))
     return stage

@@ -160,3 +160,16 @@ def test_up_to_date_only_for_a_passed_chapter_with_the_same_options_and_source(t
 
 def test_environment_is_restored_after_a_run(toy_book):
     assert "DYNBOOK_RESULTS_FILE" not in os.environ and "DYNBOOK_HEADLESS" not in os.environ
+
+
+def test_staged_toc_drops_a_part_left_empty_by_an_unexecuted_chapter(tmp_path):
+    # regression: removing the only chapter of a part used to leave an empty part, which Jupyter Book rejects
+    from dynbook_lib.runner import _toc_without
+
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: intro\nparts:\n  - caption: A\n    chapters:\n      - file: notebooks/01-a\n"
+                   "  - caption: B\n    chapters:\n      - file: notebooks/02-b\n      - file: notebooks/03-c\n")
+    import yaml
+
+    staged = yaml.safe_load(_toc_without(toc, {"notebooks/01-a", "notebooks/03-c"}))
+    assert staged["parts"] == [{"caption": "B", "chapters": [{"file": "notebooks/02-b"}]}]
