@@ -56,17 +56,15 @@ def tail_index_estimator(samples: torch.Tensor | np.ndarray, block_sizes: Sequen
         samples: one-dimensional sample, centred (symmetric law).
         block_sizes: the values of ``m``; each needs at least two blocks.
     """
-    x = np.abs(np.asarray(samples.detach().cpu() if isinstance(samples, torch.Tensor) else samples, dtype=np.float64))
-    x = x.ravel()
+    x = np.asarray(samples.detach().cpu() if isinstance(samples, torch.Tensor) else samples, dtype=np.float64).ravel()
     estimates = []
     for m in block_sizes:
         k1 = len(x) // m
         if k1 < 2:
             raise ValueError(f"block size {m} needs at least {2 * m} samples, got {len(x)}")
-        signed = np.asarray(samples.detach().cpu() if isinstance(samples, torch.Tensor) else samples,
-                            dtype=np.float64).ravel()[: k1 * m]
-        block_sums = signed.reshape(k1, m).sum(1)
-        inv_alpha = (np.mean(np.log(np.abs(block_sums))) - np.mean(np.log(x[: k1 * m]))) / math.log(m)
+        used = x[: k1 * m]
+        block_sums = used.reshape(k1, m).sum(1)
+        inv_alpha = (np.mean(np.log(np.abs(block_sums))) - np.mean(np.log(np.abs(used)))) / math.log(m)
         estimates.append(1 / inv_alpha)
     return float(np.median(estimates))
 
