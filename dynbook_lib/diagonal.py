@@ -319,8 +319,9 @@ def gd_diagonal(
     k = 0
     for k in range(max_steps + 1):
         beta = u * v if parametrization == "uv" else wp**2 - wm**2
-        if k % check_every == 0 or k == max_steps:
-            full_resid = beta @ X.T - y
+        check = k % check_every == 0 or k == max_steps
+        full_resid = beta @ X.T - y if check or batch_size is None else None
+        if check:
             if record_every and k % record_every == 0:
                 hist_t.append(times[:, 0].clone())
                 hist_b.append(beta.clone())
@@ -328,7 +329,7 @@ def gd_diagonal(
             if converged or float(times.min()) >= max_time or k == max_steps:
                 break
         if batch_size is None:
-            g = (beta @ X.T - y) @ Xn
+            g = full_resid @ Xn
         else:
             idx = torch.randint(n, (A, batch_size), generator=generator, device=generator.device).to(X.device)
             xb = X[idx]  # (A, b, d)

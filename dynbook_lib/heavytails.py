@@ -112,12 +112,14 @@ def tail_index_1d(eta: float) -> float:
     quadrature (an independent check of :func:`theoretical_tail_index`)."""
     kink = 1 / math.sqrt(eta)
 
-    def h(alpha: float) -> float:
-        f = lambda x: abs(1 - eta * x * x) ** alpha * 2 * norm.pdf(x)  # noqa: E731
+    def expect(g) -> float:  # E g(|1 - eta a^2|) over a ~ N(0, 1), split at the zero of 1 - eta a^2
+        f = lambda x: g(abs(1 - eta * x * x)) * 2 * norm.pdf(x)  # noqa: E731
         return quad(f, 0, kink, limit=200)[0] + quad(f, kink, np.inf, limit=200)[0]
 
-    drift = quad(lambda x: math.log(abs(1 - eta * x * x)) * 2 * norm.pdf(x), 0, kink, limit=200)[0] + \
-        quad(lambda x: math.log(abs(1 - eta * x * x)) * 2 * norm.pdf(x), kink, np.inf, limit=200)[0]
+    def h(alpha: float) -> float:
+        return expect(lambda m: m**alpha)
+
+    drift = expect(math.log)
     if drift >= 0:
         raise ValueError(f"E log|1 - eta a^2| = {drift:.3g} >= 0 at eta = {eta}: no stationary law")
     hi = 1.0

@@ -69,6 +69,11 @@ def cosine_log_prior(s: float = 1.0, c: float = 1.0) -> Callable[[torch.Tensor],
 # --- the heat-equation criterion --------------------------------------------------------------------------------------
 
 
+def heat_potential(r: Penalty, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``f = -r(mu, sigma) - ln sigma``: the Gaussian smoothing of ``log alpha`` (up to a constant) when ``r`` is a KL."""
+    return -r(mu, sigma) - torch.log(sigma)
+
+
 def heat_residual(r: Penalty, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Pointwise residual ``df/dsigma - sigma d2f/dmu2`` of ``f = -r - ln sigma``, by automatic differentiation.
 
@@ -77,7 +82,7 @@ def heat_residual(r: Penalty, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Te
     """
     mu = mu.detach().clone().requires_grad_(True)
     sigma = sigma.detach().clone().requires_grad_(True)
-    f = -r(mu, sigma) - torch.log(sigma)
+    f = heat_potential(r, mu, sigma)
     df_dmu, df_dsigma = torch.autograd.grad(f.sum(), (mu, sigma), create_graph=True)
     (d2f,) = torch.autograd.grad(df_dmu.sum(), mu)
     return (df_dsigma - sigma * d2f).detach()
@@ -97,12 +102,8 @@ def semigroup_residual(r: Penalty, mu: torch.Tensor, sigma0: float, sigma1: floa
     w = torch.as_tensor(w / math.sqrt(2 * math.pi), dtype=mu.dtype, device=mu.device)
     s0 = torch.full_like(mu, sigma0)
     shift = math.sqrt(sigma1**2 - sigma0**2)
-
-    def f(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return -r(m, s) - torch.log(s)
-
-    smoothed = (w * f(mu[:, None] + shift * x, s0[:, None])).sum(-1)
-    return f(mu, torch.full_like(mu, sigma1)) - smoothed
+    smoothed = (w * heat_potential(r, mu[:, None] + shift * x, s0[:, None])).sum(-1)
+    return heat_potential(r, mu, torch.full_like(mu, sigma1)) - smoothed
 
 
 # --- recovering the prior ------------------------------------------------------------------------------------------------
@@ -110,8 +111,7 @@ def semigroup_residual(r: Penalty, mu: torch.Tensor, sigma0: float, sigma1: floa
 
 def prior_by_limit(r: Penalty, theta: torch.Tensor, *, sigma: float = 1e-6) -> torch.Tensor:
     """``log alpha(theta) = lim_{sigma -> 0} (-r(theta, sigma) - ln sigma)`` (up to a constant), read at a tiny sigma."""
-    s = torch.full_like(theta, sigma)
-    return -r(theta, s) - torch.log(s)
+    return heat_potential(r, theta, torch.full_like(theta, sigma))
 
 
 def prior_by_fourier(
@@ -131,7 +131,7 @@ def prior_by_fourier(
         ``(theta, log_alpha)`` on the grid (float64); trust it away from the tapered edges.
     """
     theta = torch.linspace(-half_width, half_width, points + 1, dtype=torch.float64)[:-1]
-    f = (-r(theta, torch.full_like(theta, sigma0)) - math.log(sigma0)).numpy()
+    f = heat_potential(r, theta, torch.full_like(theta, sigma0)).numpy()
     t = theta.numpy()
     a, b, c = np.polyfit(t, f, 2)
     remainder = f - (a * t**2 + b * t + c)
@@ -330,7 +330,7 @@ def heat_residual_grid(r: Penalty, mu: torch.Tensor, sigma: torch.Tensor) -> tor
     ``(len(sigma) - 2, len(mu) - 2)``, interior points): unlike autograd it shows a kink such as ``|mu|`` at 0 as a
     spike of height ``~ 2 lam sigma / h``."""
     M, S = torch.meshgrid(mu, sigma, indexing="xy")
-    f = -r(M, S) - torch.log(S)
+    f = heat_potential(r, M, S)
     h_mu, h_s = float(mu[1] - mu[0]), float(sigma[1] - sigma[0])
     df_ds = (f[2:, 1:-1] - f[:-2, 1:-1]) / (2 * h_s)
     d2f = (f[1:-1, 2:] - 2 * f[1:-1, 1:-1] + f[1:-1, :-2]) / h_mu**2
