@@ -16,10 +16,13 @@ test: setup browser
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# nngeometry only to compare the Fisher and NTK with it (tests, benchmarks); --no-deps because it lists
+	# torchvision, which it never imports and which has no wheel matching the CPU torch 2.13.0 here
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps nngeometry==0.4
 	touch $@
 
 # Debian's chromium, for the rendered-page test.
