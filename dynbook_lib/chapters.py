@@ -38,7 +38,13 @@ class Chapter:
 
 
 CHAPTERS: tuple[Chapter, ...] = (
-    Chapter(1, "lazy-training", "Lazy training", "I Linearisation"),
+    Chapter(
+        1,
+        "lazy-training",
+        "Lazy training",
+        "I Linearisation",
+        ("linearization_error_slope", "displacement_slope", "lazy_generalizes_worse"),
+    ),
     Chapter(2, "mean-field", "Mean field and global convergence", "I Linearisation"),
     Chapter(3, "ntk-alignment", "NTK alignment", "I Linearisation"),
     Chapter(4, "ekfac", "EKFAC and the structure of the Fisher", "II Curvature"),

@@ -1,5 +1,5 @@
 """Data the fast profile can make offline (synthetic sets) and the loaders of the full profile."""
 
-from dynbook_lib.data.synthetic import SparseRegression, sparse_regression
+from dynbook_lib.data.synthetic import SparseRegression, TeacherStudent, sparse_regression, teacher_student, unit_sphere
 
-__all__ = ["SparseRegression", "sparse_regression"]
+__all__ = ["SparseRegression", "TeacherStudent", "sparse_regression", "teacher_student", "unit_sphere"]

@@ -63,3 +63,54 @@ def sparse_regression(
     X = torch.randn(n, d, generator=gen, dtype=dtype)
     X_test = torch.randn(n_test, d, generator=gen, dtype=dtype)
     return SparseRegression(X, X @ beta_star, X_test, X_test @ beta_star, beta_star)
+
+
+@dataclass(frozen=True)
+class TeacherStudent:
+    """Regression on the unit sphere with a planted two-layer ReLU teacher ``f*(x) = sum_j s_j relu(theta_j . x)``.
+
+    Attributes:
+        X, y: training inputs ``(n, d)`` (uniform on the sphere) and targets ``(n,)``.
+        X_test, y_test: held-out inputs and targets.
+        theta: teacher input weights ``(m0, d)``, unit rows.
+        signs: teacher output weights ``(m0,)``, each ``+-1``.
+    """
+
+    X: torch.Tensor
+    y: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    theta: torch.Tensor
+    signs: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "TeacherStudent":
+        return TeacherStudent(*(t.to(device) for t in (self.X, self.y, self.X_test, self.y_test, self.theta, self.signs)))
+
+
+def unit_sphere(n: int, d: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """``n`` points uniform on the unit sphere of ``R^d`` (normalised Gaussians)."""
+    x = torch.randn(n, d, generator=gen, dtype=dtype)
+    return x / x.norm(dim=1, keepdim=True)
+
+
+def teacher_student(
+    n: int, d: int, m0: int, *, seed: int, n_test: int = 1000, dtype: torch.dtype = torch.float64
+) -> TeacherStudent:
+    """The teacher-student task of Chizat, Oyallon & Bach (2019): ``m0`` unit ReLU neurons with output weights ``+-1``.
+
+    Example:
+        >>> task = teacher_student(10, 3, 2, seed=0)
+        >>> tuple(task.X.shape), float(task.X.norm(dim=1).max())
+        ((10, 3), 1.0)
+    """
+    if min(n, d, m0, n_test) <= 0:
+        raise ValueError(f"need n, d, m0, n_test > 0; got n={n}, d={d}, m0={m0}, n_test={n_test}")
+    gen = make_generator(seed)
+    theta = unit_sphere(m0, d, gen, dtype)
+    signs = torch.randint(0, 2, (m0,), generator=gen, dtype=dtype) * 2 - 1
+    X, X_test = unit_sphere(n, d, gen, dtype), unit_sphere(n_test, d, gen, dtype)
+
+    def teacher(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ theta.T) @ signs
+
+    return TeacherStudent(X, teacher(X), X_test, teacher(X_test), theta, signs)

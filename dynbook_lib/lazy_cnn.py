@@ -1,0 +1,131 @@
+"""Full profile of the lazy-training chapter: VGG-11 on CIFAR-10 trained as ``alpha (f(w) - f(w0))``.
+
+Chizat, Oyallon & Bach (2019, Sec. 5) train VGG-11 and ResNet-18 on CIFAR-10 with the square loss on one-hot targets,
+scaling the centred model by ``alpha`` and the step by ``1/alpha^2``, and see the test accuracy fall as ``alpha``
+grows (the network becomes its linearisation). Here: VGG-11 without batch normalisation (batch statistics would make
+``f(w0)`` depend on the batch), SGD with momentum, float64 for ``alpha > 100`` (in float32 the difference
+``f(w) - f(w0)`` of a very lazy model is lost to rounding, as the paper notes).
+
+CIFAR-10 is read from the official python pickles (``cifar-10-batches-py``), downloaded once when asked; no
+torchvision needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dynbook_lib.core.progress import progress
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+VGG11_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+def vgg11(num_classes: int = 10, *, width: float = 1.0, seed: int = 0) -> nn.Sequential:
+    """VGG-11 for 32 x 32 inputs (Simonyan & Zisserman 2015, CIFAR variant), no batch norm; ``width`` scales the
+    channels (the tests use a thin one). Weights drawn from ``seed`` without touching the global random state."""
+    layers: list[nn.Module] = []
+    channels = 3
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for item in VGG11_LAYOUT:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                out = max(1, int(item * width))
+                layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU()]
+                channels = out
+        layers += [nn.Flatten(), nn.Linear(channels, num_classes)]
+        return nn.Sequential(*layers)
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as fh:
+        batch = pickle.load(fh, encoding="bytes")
+    return np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(batch[b"labels"])
+
+
+def cifar10_tensors(root: str | Path, *, download: bool = False) -> dict[str, torch.Tensor]:
+    """CIFAR-10 as float32 tensors normalised per channel with the training statistics.
+
+    Args:
+        root: directory holding (or to receive) ``cifar-10-batches-py``.
+        download: fetch and unpack the archive when the directory is missing.
+
+    Returns:
+        ``{"x_train": (50000, 3, 32, 32), "y_train": (50000,), "x_test": (10000, 3, 32, 32), "y_test": (10000,)}``.
+    """
+    root = Path(root)
+    folder = root / "cifar-10-batches-py"
+    if not folder.exists():
+        if not download:
+            raise FileNotFoundError(f"{folder} not found; pass download=True to fetch {CIFAR10_URL}")
+        root.mkdir(parents=True, exist_ok=True)
+        archive = root / "cifar-10-python.tar.gz"
+        urllib.request.urlretrieve(CIFAR10_URL, archive)
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+    train = [_read_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    x_train = np.concatenate([b[0] for b in train]).astype(np.float32) / 255
+    y_train = np.concatenate([b[1] for b in train])
+    x_test, y_test = _read_batch(folder / "test_batch")
+    x_test = x_test.astype(np.float32) / 255
+    mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
+    std = x_train.std(axis=(0, 2, 3), keepdims=True)
+    return {
+        "x_train": torch.from_numpy((x_train - mean) / std),
+        "y_train": torch.from_numpy(y_train).long(),
+        "x_test": torch.from_numpy((x_test - mean) / std),
+        "y_test": torch.from_numpy(y_test).long(),
+    }
+
+
+def train_scaled_cnn(
+    data: dict[str, torch.Tensor],
+    alpha: float,
+    *,
+    epochs: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    lr: float = 0.01,
+    batch_size: int = 128,
+    width: float = 1.0,
+) -> float:
+    """Train ``alpha (f(w) - f(w0))`` (VGG-11) on the square loss to one-hot targets; return the test accuracy.
+
+    The loss is ``(1/2) ||F(x) - onehot(y)||^2`` averaged over the batch, SGD with momentum 0.9 and step
+    ``lr / alpha^2``; float64 when ``alpha > 100``.
+    """
+    dtype = torch.float64 if alpha > 100 else torch.float32
+    model = vgg11(10, width=width, seed=seed).to(device=device, dtype=dtype)
+    initial = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=lr / alpha**2, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    x_train, y_train = data["x_train"], data["y_train"]
+
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        return alpha * (model(x) - initial(x))
+
+    for _ in progress(range(epochs), desc=f"alpha={alpha:g}", leave=False):
+        order = torch.randperm(len(x_train), generator=gen)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            x = x_train[idx].to(device=device, dtype=dtype)
+            target = nn.functional.one_hot(y_train[idx], 10).to(device=device, dtype=dtype)
+            loss = 0.5 * ((scaled(x) - target) ** 2).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(data["x_test"]), 1000):
+            x = data["x_test"][start : start + 1000].to(device=device, dtype=dtype)
+            correct += int((scaled(x).argmax(1).cpu() == data["y_test"][start : start + 1000]).sum())
+    return correct / len(data["x_test"])
