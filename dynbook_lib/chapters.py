@@ -47,7 +47,13 @@ CHAPTERS: tuple[Chapter, ...] = (
     ),
     Chapter(2, "mean-field", "Mean field and global convergence", "I Linearisation"),
     Chapter(3, "ntk-alignment", "NTK alignment", "I Linearisation"),
-    Chapter(4, "ekfac", "EKFAC and the structure of the Fisher", "II Curvature"),
+    Chapter(
+        4,
+        "ekfac",
+        "EKFAC and the structure of the Fisher",
+        "II Curvature",
+        ("ekfac_closer_than_kfac", "ekfac_before_rescaling_is_kfac", "kfac_beats_diagonal", "stale_basis_still_closer"),
+    ),
     Chapter(5, "alrao", "Alrao: random learning rates", "III Learning rates"),
     Chapter(
         6,

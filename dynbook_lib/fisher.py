@@ -120,6 +120,14 @@ class FisherMatrix(ABC):
             return torch.linalg.matrix_norm(diff)
         return torch.stack([torch.linalg.matrix_norm(diff[s, s]) for s in self.slices])
 
+    def relative_error(self, reference: FisherMatrix | torch.Tensor, *, per_layer: bool = False) -> torch.Tensor:
+        """``||M - R||_F / ||R||_F`` over the whole matrix or (``per_layer``) each layer's diagonal block."""
+        dense_ref = reference if isinstance(reference, torch.Tensor) else reference.to_dense()
+        if not per_layer:
+            return self.frobenius_distance(dense_ref) / torch.linalg.matrix_norm(dense_ref)
+        norms = torch.stack([torch.linalg.matrix_norm(dense_ref[s, s]) for s in self.slices])
+        return self.frobenius_distance(dense_ref, per_layer=True) / norms
+
     def layer_block(self, index: int) -> torch.Tensor:
         """The dense diagonal block of layer ``index``."""
         s = self.slices[index]
@@ -259,6 +267,18 @@ class _KroneckerLayers(FisherMatrix):
         """Dense block of layer ``index`` in the ``[W | b]`` row-major order."""
         raise NotImplementedError
 
+    def _layer_basis(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U_A, U_G)`` of layer ``index``."""
+        raise NotImplementedError
+
+    def kfe(self, index: int) -> torch.Tensor:
+        """The Kronecker-factored eigenbasis ``U = U_G (x) U_A`` of layer ``index`` as a ``P_l x P_l`` orthogonal
+        matrix whose rows are in flat parameter order: ``U^T B U`` is a layer block ``B`` seen in the KFE (diagonal for
+        KFAC and EKFAC)."""
+        ua, ug = self._layer_basis(index)
+        order = torch.argsort(self._permutation(index))
+        return torch.kron(ug, ua)[order]
+
     def to_dense(self):
         blocks = []
         for i in range(len(self.shapes)):
@@ -307,6 +327,10 @@ class KFACFisher(_KroneckerLayers):
     def _layer_dense(self, index):
         return torch.kron(self.g_factors[index], self.a_factors[index])
 
+    def _layer_basis(self, index):
+        _, ua, _, ug = self.eigenbasis()[index]
+        return ua, ug
+
 
 class EKFACFisher(_KroneckerLayers):
     """EKFAC: ``U diag(s) U^T`` in the KFAC eigenbasis ``U = U_G (x) U_A``, one ``s`` of shape ``(d_out, d_in+1)``.
@@ -352,6 +376,9 @@ class EKFACFisher(_KroneckerLayers):
 
     def trace(self):
         return sum(s.sum() for s in self.scales)
+
+    def _layer_basis(self, index):
+        return self.bases[index]
 
     def _layer_dense(self, index):
         ua, ug = self.bases[index]

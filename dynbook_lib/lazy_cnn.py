@@ -6,25 +6,20 @@ grows (the network becomes its linearisation). Here: VGG-11 without batch normal
 ``f(w0)`` depend on the batch), SGD with momentum, float64 for ``alpha > 100`` (in float32 the difference
 ``f(w) - f(w0)`` of a very lazy model is lost to rounding, as the paper notes).
 
-CIFAR-10 is read from the official python pickles (``cifar-10-batches-py``), downloaded once when asked; no
-torchvision needed.
+CIFAR-10 comes from :func:`dynbook_lib.data.downloads.cifar10_tensors` (no torchvision needed).
 """
 
 from __future__ import annotations
 
 import copy
-import pickle
-import tarfile
-import urllib.request
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from dynbook_lib.core.progress import progress
+from dynbook_lib.data.downloads import cifar10_tensors
 
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+__all__ = ["cifar10_tensors", "train_scaled_cnn", "vgg11"]
 VGG11_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
@@ -44,47 +39,6 @@ def vgg11(num_classes: int = 10, *, width: float = 1.0, seed: int = 0) -> nn.Seq
                 channels = out
         layers += [nn.Flatten(), nn.Linear(channels, num_classes)]
         return nn.Sequential(*layers)
-
-
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as fh:
-        batch = pickle.load(fh, encoding="bytes")
-    return np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(batch[b"labels"])
-
-
-def cifar10_tensors(root: str | Path, *, download: bool = False) -> dict[str, torch.Tensor]:
-    """CIFAR-10 as float32 tensors normalised per channel with the training statistics.
-
-    Args:
-        root: directory holding (or to receive) ``cifar-10-batches-py``.
-        download: fetch and unpack the archive when the directory is missing.
-
-    Returns:
-        ``{"x_train": (50000, 3, 32, 32), "y_train": (50000,), "x_test": (10000, 3, 32, 32), "y_test": (10000,)}``.
-    """
-    root = Path(root)
-    folder = root / "cifar-10-batches-py"
-    if not folder.exists():
-        if not download:
-            raise FileNotFoundError(f"{folder} not found; pass download=True to fetch {CIFAR10_URL}")
-        root.mkdir(parents=True, exist_ok=True)
-        archive = root / "cifar-10-python.tar.gz"
-        urllib.request.urlretrieve(CIFAR10_URL, archive)
-        with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
-    train = [_read_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
-    x_train = np.concatenate([b[0] for b in train]).astype(np.float32) / 255
-    y_train = np.concatenate([b[1] for b in train])
-    x_test, y_test = _read_batch(folder / "test_batch")
-    x_test = x_test.astype(np.float32) / 255
-    mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
-    std = x_train.std(axis=(0, 2, 3), keepdims=True)
-    return {
-        "x_train": torch.from_numpy((x_train - mean) / std),
-        "y_train": torch.from_numpy(y_train).long(),
-        "x_test": torch.from_numpy((x_test - mean) / std),
-        "y_test": torch.from_numpy(y_test).long(),
-    }
 
 
 def train_scaled_cnn(

@@ -223,3 +223,21 @@ def test_kfac_ekfac_and_dense_equal_nngeometry(loss, variant):
         theirs = {k: m.to_torch() for k, m in theirs.items()}
     for kind, matrix in theirs.items():
         assert_close(fisher_matrix(model, x, kind, loss).to_dense(), matrix)
+
+
+def test_kfe_diagonalises_kfac_and_ekfac_and_relative_errors():
+    model, x = net([4, 5, 3]), inputs(7, 4, 0)
+    block = fisher_matrix(model, x, "block_diag", "classification")
+    for kind in ("kfac", "ekfac"):
+        m = fisher_matrix(model, x, kind, "classification")
+        dense = m.to_dense()
+        for i, s in enumerate(m.slices):
+            u = m.kfe(i)
+            assert_close(u.T @ u, torch.eye(u.shape[0], dtype=F64))
+            in_kfe = u.T @ dense[s, s] @ u
+            assert_close(in_kfe, torch.diag(torch.diagonal(in_kfe)), scale=100)
+        errors = m.relative_error(block, per_layer=True)
+        expected = torch.stack([torch.linalg.matrix_norm((dense - block.to_dense())[s, s])
+                                / torch.linalg.matrix_norm(block.to_dense()[s, s]) for s in m.slices])
+        assert_close(errors, expected)
+        assert_close(m.relative_error(block), m.frobenius_distance(block) / torch.linalg.matrix_norm(block.to_dense()))

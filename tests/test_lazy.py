@@ -23,7 +23,8 @@ from dynbook_lib.lazy import (
     train_gd,
     two_layer_init,
 )
-from dynbook_lib.lazy_cnn import cifar10_tensors, train_scaled_cnn, vgg11
+from dynbook_lib.data.downloads import cifar10_tensors, mnist_tensors, read_idx
+from dynbook_lib.lazy_cnn import train_scaled_cnn, vgg11
 from dynbook_lib.ntk import empirical_ntk
 from helpers import assert_close
 
