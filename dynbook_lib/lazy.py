@@ -22,6 +22,7 @@ from torch import nn
 
 from dynbook_lib.core.progress import progress
 from dynbook_lib.core.seeding import make_generator
+from dynbook_lib.data.synthetic import TeacherStudent
 from dynbook_lib.linearize import LinearizedModel
 from dynbook_lib.ntk import empirical_ntk
 
@@ -79,7 +80,8 @@ def two_layer_init(m: int, d: int, taus: torch.Tensor, *, seed: int, symmetric: 
     pairs ``(a_i, |b_i|)``, ``(a_i, -|b_i|)``, so ``f(w0) = 0``. Caution: the pairing also cancels the second-order
     term of the Taylor expansion along gradient descent (the two neurons of a pair move their ``a`` in opposite
     directions and their ``b`` in the same one), so the linearisation error of a symmetrised net is ``O(1/alpha^2)``,
-    not ``O(1/alpha)``; the linearisation experiment uses ``symmetric=False``.
+    not ``O(1/alpha)``; the chapter's linearisation experiment therefore uses an ordinary initialisation
+    (:func:`shallow_net`) and subtracts ``f(w0)`` instead.
 
     Args:
         m: width (even when ``symmetric``).
@@ -285,7 +287,7 @@ LAZY_FULL = LazyTrainingConfig(
 )
 
 
-def teacher_student_sweep(task, taus: torch.Tensor, m: int, steps: int, *, seed: int, record_every: int = 100,
+def teacher_student_sweep(task: TeacherStudent, taus: torch.Tensor, m: int, steps: int, *, seed: int, record_every: int = 100,
                           desc: str | None = None) -> GDRun:
     """Train one symmetrised student per ``tau`` (one batch) on a teacher-student task with the paper's steps."""
     model = two_layer_init(m, task.X.shape[1], taus, seed=seed)
