@@ -17,6 +17,7 @@ from torch import nn
 
 from dynbook_lib.core.seeding import make_generator
 from dynbook_lib.kernels import effective_rank, one_hot_targets, target_alignment
+from dynbook_lib.models import minibatches
 from dynbook_lib.ntk import empirical_ntk
 
 
@@ -39,16 +40,6 @@ def relabel(y: torch.Tensor, fraction: float, n_classes: int, *, seed: int) -> t
     shift = torch.randint(1, n_classes, (n,), generator=gen)
     noisy = torch.where(mask, (y + shift) % n_classes, y)
     return noisy, mask
-
-
-def mlp(widths: tuple[int, ...], *, seed: int, dtype: torch.dtype = torch.float64) -> nn.Sequential:
-    """A ReLU MLP with PyTorch's default init, drawn from ``seed`` without touching the global random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
-        return nn.Sequential(*layers).to(dtype)
 
 
 class _Centered(nn.Module):
@@ -121,7 +112,7 @@ def train_and_track(
     gen = make_generator(seed)
     log_at = set(log_steps(steps) if log_at is None else log_at)
     log = KernelLog()
-    order, cursor = torch.randperm(len(x), generator=gen), 0
+    batches = minibatches(len(x), batch_size, gen)
     for step in range(steps + 1):
         if step in log_at:
             log.steps.append(step)
@@ -138,10 +129,7 @@ def train_and_track(
                 log.train_loss.append(float(nn.functional.cross_entropy(scaled(x), y)))
         if step == steps:
             break
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(x), generator=gen), 0
-        idx = order[cursor : cursor + batch_size]
-        cursor += batch_size
+        idx = next(batches)
         opt.zero_grad()
         nn.functional.cross_entropy(scaled(x[idx]), y[idx]).backward()
         opt.step()

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from dynbook_lib.core.progress import progress
+from dynbook_lib.models import minibatches, mlp
 
 Mode = Literal["kfac", "ekfac"]
 
@@ -179,16 +180,8 @@ class KFACOptimizer(torch.optim.Optimizer):
 
 def autoencoder(widths: tuple[int, ...], *, seed: int, dtype: torch.dtype = torch.float32) -> nn.Sequential:
     """A mirrored tanh autoencoder ``widths[0] -> ... -> widths[-1] -> ... -> widths[0]`` returning logits (use the
-    binary cross-entropy with logits), drawn from ``seed`` without touching the global random state."""
-    sizes = list(widths) + list(widths[-2::-1])
-    layers: list[nn.Module] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers.append(nn.Tanh())
-        return nn.Sequential(*layers).to(dtype)
+    binary cross-entropy with logits), drawn from ``seed``."""
+    return mlp(tuple(widths) + tuple(widths[-2::-1]), seed=seed, activation=nn.Tanh, dtype=dtype)
 
 
 def make_optimizer(name: str, model: nn.Module, hyper: dict[str, float], *, basis_every: int = 10,
@@ -246,8 +239,7 @@ def train_autoencoder(name: str, hyper: dict[str, float], x: torch.Tensor, *, wi
         return bce(model(inputs), inputs)
 
     iterations, seconds, losses, elapsed = [], [], [], 0.0
-    order = torch.randperm(len(x), generator=gen)
-    cursor = 0
+    batches = minibatches(len(x), batch_size, gen)
     for step in range(steps + 1):
         if step % record_every == 0 or step == steps:
             with torch.no_grad():
@@ -256,10 +248,7 @@ def train_autoencoder(name: str, hyper: dict[str, float], x: torch.Tensor, *, wi
                 losses.append(float(loss_on(x)) / x.shape[1])
         if step == steps:
             break
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(x), generator=gen), 0
-        batch = x[order[cursor : cursor + batch_size]]
-        cursor += batch_size
+        batch = x[next(batches)]
         start = time.perf_counter()
         opt.zero_grad()
         logits = model(batch)

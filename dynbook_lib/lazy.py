@@ -24,6 +24,7 @@ from dynbook_lib.core.progress import progress
 from dynbook_lib.core.seeding import make_generator
 from dynbook_lib.data.synthetic import TeacherStudent
 from dynbook_lib.linearize import LinearizedModel
+from dynbook_lib.models import mlp
 from dynbook_lib.ntk import empirical_ntk
 
 
@@ -297,11 +298,8 @@ def teacher_student_sweep(task: TeacherStudent, taus: torch.Tensor, m: int, step
 
 def shallow_net(d: int, width: int, *, seed: int, activation: type[nn.Module] = nn.ReLU,
                 dtype: torch.dtype = torch.float64) -> nn.Sequential:
-    """``Linear(d, width) - activation - Linear(width, 1)`` with PyTorch's default init, drawn from ``seed`` without
-    touching the global random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(d, width), activation(), nn.Linear(width, 1)).to(dtype)
+    """``Linear(d, width) - activation - Linear(width, 1)`` with PyTorch's default init, drawn from ``seed``."""
+    return mlp((d, width, 1), seed=seed, activation=activation, dtype=dtype)
 
 
 def ntk_step(model: nn.Module, x: torch.Tensor) -> float:

@@ -18,6 +18,7 @@ from torch import nn
 
 from dynbook_lib.core.progress import progress
 from dynbook_lib.data.downloads import cifar10_tensors
+from dynbook_lib.models import seeded
 
 __all__ = ["cifar10_tensors", "train_scaled_cnn", "vgg11"]
 VGG11_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -26,10 +27,10 @@ VGG11_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 def vgg11(num_classes: int = 10, *, width: float = 1.0, seed: int = 0) -> nn.Sequential:
     """VGG-11 for 32 x 32 inputs (Simonyan & Zisserman 2015, CIFAR variant), no batch norm; ``width`` scales the
     channels (the tests use a thin one). Weights drawn from ``seed`` without touching the global random state."""
-    layers: list[nn.Module] = []
-    channels = 3
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+
+    def build() -> nn.Sequential:
+        layers: list[nn.Module] = []
+        channels = 3
         for item in VGG11_LAYOUT:
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
@@ -37,8 +38,9 @@ def vgg11(num_classes: int = 10, *, width: float = 1.0, seed: int = 0) -> nn.Seq
                 out = max(1, int(item * width))
                 layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU()]
                 channels = out
-        layers += [nn.Flatten(), nn.Linear(channels, num_classes)]
-        return nn.Sequential(*layers)
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels, num_classes))
+
+    return seeded(build, seed)
 
 
 def train_scaled_cnn(

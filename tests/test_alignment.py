@@ -4,7 +4,8 @@ logged kernel measures against a direct computation (float64)."""
 import pytest
 import torch
 
-from dynbook_lib.alignment import log_steps, mlp, relabel, standardize, train_and_track
+from dynbook_lib.alignment import log_steps, relabel, standardize, train_and_track
+from dynbook_lib.models import mlp
 from dynbook_lib.kernels import effective_rank, one_hot_targets, target_alignment
 from dynbook_lib.ntk import empirical_ntk_reference
 
@@ -45,3 +46,17 @@ def test_logged_measures_match_a_direct_computation_at_init(alpha):
     assert log.effective_rank["probe"][0] == pytest.approx(float(effective_rank(k)), rel=1e-9)
     assert log.top_eigenvalue["probe"][0] == pytest.approx(float(torch.linalg.eigvalsh(k)[-1]), rel=1e-9)
     assert log.train_loss[1] < log.train_loss[0]
+
+
+def test_minibatches_walk_a_permutation_then_reshuffle():
+    from dynbook_lib.models import minibatches
+
+    gen = torch.Generator().manual_seed(0)
+    batches = minibatches(10, 4, gen)
+    first, second, third = next(batches), next(batches), next(batches)
+    assert len(set(torch.cat([first, second]).tolist())) == 8  # two disjoint batches of one permutation
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.cat([first, second]), expected[:8])
+    assert len(third) == 4  # the remainder of 2 was dropped and a new order drawn
+    with pytest.raises(ValueError, match="need 0 < batch_size <= n"):
+        next(minibatches(3, 4, gen))
