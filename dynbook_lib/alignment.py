@@ -9,7 +9,6 @@ full empirical NTK (``n O x n O``, :func:`dynbook_lib.ntk.empirical_ntk`) of eac
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from dynbook_lib.core.seeding import make_generator
 from dynbook_lib.kernels import effective_rank, one_hot_targets, target_alignment
+from dynbook_lib.lazy import Rescaled
 from dynbook_lib.models import minibatches
 from dynbook_lib.ntk import empirical_ntk
 
@@ -40,18 +40,6 @@ def relabel(y: torch.Tensor, fraction: float, n_classes: int, *, seed: int) -> t
     shift = torch.randint(1, n_classes, (n,), generator=gen)
     noisy = torch.where(mask, (y + shift) % n_classes, y)
     return noisy, mask
-
-
-class _Centered(nn.Module):
-    """``alpha (f(w) - f(w0))`` as a module (the NTK of it is ``alpha^2`` times that of ``f``)."""
-
-    def __init__(self, model: nn.Module, alpha: float) -> None:
-        super().__init__()
-        self.model, self.alpha = model, alpha
-        self.initial = copy.deepcopy(model).requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.alpha * (self.model(x) - self.initial(x))
 
 
 @dataclass
@@ -107,7 +95,7 @@ def train_and_track(
         alpha: output scale (``1`` the standard network).
         log_at: steps at which to measure (default :func:`log_steps`).
     """
-    scaled = _Centered(model, alpha) if alpha != 1.0 else model
+    scaled = Rescaled(model, alpha) if alpha != 1.0 else model
     opt = torch.optim.SGD(model.parameters(), lr=lr / alpha**2)
     gen = make_generator(seed)
     log_at = set(log_steps(steps) if log_at is None else log_at)

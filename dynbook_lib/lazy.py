@@ -117,16 +117,20 @@ def paper_step(taus: torch.Tensor, max_step: float = 10.0, scale: float = 0.1) -
 
 
 class Rescaled(nn.Module):
-    """``alpha (g(w)(x) - g(w0)(x))`` for a batched model ``g`` with outputs ``(B, n)`` and ``alpha`` of shape ``(B,)``.
+    """``alpha (g(w)(x) - g(w0)(x))``, the rescaled model of lazy training.
 
-    ``g(w0)`` is a frozen copy taken at construction. With ``subtract_initial=False`` it is ``alpha g(w)(x)`` (for a
-    model that is already zero at ``w0``, such as a centred :class:`~dynbook_lib.linearize.LinearizedModel`).
+    ``alpha`` is a number, or a tensor ``(B,)`` for a batched model ``g`` with outputs ``(B, ...)`` (one scale per
+    network). ``g(w0)`` is a frozen copy taken at construction. With ``subtract_initial=False`` it is ``alpha g(w)(x)``
+    (for a model that is already zero at ``w0``, such as a centred :class:`~dynbook_lib.linearize.LinearizedModel`).
     """
 
-    def __init__(self, model: nn.Module, alpha: torch.Tensor, *, subtract_initial: bool = True) -> None:
+    def __init__(self, model: nn.Module, alpha: torch.Tensor | float, *, subtract_initial: bool = True) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("alpha", alpha)
+        if isinstance(alpha, torch.Tensor):
+            self.register_buffer("alpha", alpha)
+        else:
+            self.alpha = alpha
         self.initial = None
         if subtract_initial:
             self.initial = copy.deepcopy(model).requires_grad_(False)
@@ -135,7 +139,10 @@ class Rescaled(nn.Module):
         out = self.model(x)
         if self.initial is not None:
             out = out - self.initial(x)
-        return self.alpha[:, None] * out
+        alpha = self.alpha
+        if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
+            alpha = alpha.reshape(-1, *[1] * (out.ndim - 1))
+        return alpha * out
 
 
 def half_mse(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

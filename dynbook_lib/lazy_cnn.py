@@ -11,13 +11,12 @@ CIFAR-10 comes from :func:`dynbook_lib.data.downloads.cifar10_tensors` (no torch
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from dynbook_lib.core.progress import progress
 from dynbook_lib.data.downloads import cifar10_tensors
+from dynbook_lib.lazy import Rescaled
 from dynbook_lib.models import seeded
 
 __all__ = ["cifar10_tensors", "train_scaled_cnn", "vgg11"]
@@ -61,13 +60,10 @@ def train_scaled_cnn(
     """
     dtype = torch.float64 if alpha > 100 else torch.float32
     model = vgg11(10, width=width, seed=seed).to(device=device, dtype=dtype)
-    initial = copy.deepcopy(model).requires_grad_(False)
+    scaled = Rescaled(model, alpha)
     opt = torch.optim.SGD(model.parameters(), lr=lr / alpha**2, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
     x_train, y_train = data["x_train"], data["y_train"]
-
-    def scaled(x: torch.Tensor) -> torch.Tensor:
-        return alpha * (model(x) - initial(x))
 
     for _ in progress(range(epochs), desc=f"alpha={alpha:g}", leave=False):
         order = torch.randperm(len(x_train), generator=gen)
