@@ -46,7 +46,13 @@ CHAPTERS: tuple[Chapter, ...] = (
         ("linearization_error_slope", "displacement_slope", "lazy_generalizes_worse"),
     ),
     Chapter(2, "mean-field", "Mean field and global convergence", "I Linearisation"),
-    Chapter(3, "ntk-alignment", "NTK alignment", "I Linearisation"),
+    Chapter(
+        3,
+        "ntk-alignment",
+        "NTK alignment: lazy vs hasty",
+        "I Linearisation",
+        ("alignment_increases", "effective_rank_decreases", "easy_aligns_faster", "hasty_reverses_order"),
+    ),
     Chapter(
         4,
         "ekfac",

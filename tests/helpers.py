@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
+import numpy as np
 import torch
 
 # One place for tolerances. float64 is what every exact comparison of the library runs in.
@@ -19,3 +23,15 @@ def tolerance(dtype: torch.dtype, scale: float = 1.0) -> dict[str, float]:
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, scale: float = 1.0) -> None:
     """``torch.testing.assert_close`` with the tolerance of ``expected``'s dtype."""
     torch.testing.assert_close(actual, expected, **tolerance(expected.dtype, scale))
+
+
+def write_fake_cifar(root: Path, per_batch: int = 4) -> None:
+    """Files in the layout of the official CIFAR-10 python archive, with ``per_batch`` random images per batch."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)

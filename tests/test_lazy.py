@@ -1,9 +1,7 @@
 """Lazy training: the two-layer student, its tangent kernel, gradient descent, the rescaled model and the
 linearisation gap, in float64; the full profile's CNN pipeline on small files."""
 
-import pickle
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -23,10 +21,10 @@ from dynbook_lib.lazy import (
     train_gd,
     two_layer_init,
 )
-from dynbook_lib.data.downloads import cifar10_tensors, mnist_tensors, read_idx
+from dynbook_lib.data.downloads import cifar10_tensors
 from dynbook_lib.lazy_cnn import train_scaled_cnn, vgg11
 from dynbook_lib.ntk import empirical_ntk
-from helpers import assert_close
+from helpers import assert_close, write_fake_cifar
 
 F64 = torch.float64
 
@@ -152,17 +150,6 @@ def test_profiles_are_the_paper_sizes():
 
 
 # ---------------------------------------------------------------- full profile: VGG-11 on CIFAR-10, construction
-
-
-def write_fake_cifar(root, per_batch=4):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, per_batch).tolist()}
-        with open(folder / name, "wb") as fh:
-            pickle.dump(batch, fh)
 
 
 def test_cifar10_reader_on_small_files(tmp_path):

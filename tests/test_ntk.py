@@ -273,7 +273,8 @@ def test_linearized_model_keeps_its_own_copy_of_w0():
     assert list(lin.named_weights()) == [n for n, _ in model.named_parameters()]
 
 
-@pytest.mark.parametrize("module", ["tangent", "ntk", "kernels", "linearize", "fisher", "lazy", "hasty", "models"])
+@pytest.mark.parametrize("module", ["tangent", "ntk", "kernels", "linearize", "fisher", "lazy", "hasty", "models",
+                                    "alignment", "data.synthetic"])
 def test_docstring_examples_hold(module):
     import doctest
     import importlib

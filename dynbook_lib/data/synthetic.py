@@ -114,3 +114,53 @@ def teacher_student(
         return torch.relu(x @ theta.T) @ signs
 
     return TeacherStudent(X, teacher(X), X_test, teacher(X_test), theta, signs)
+
+
+YIN, YANG, DOT = 0, 1, 2
+
+
+def yin_yang_class(x: torch.Tensor, dot_radius: float = 0.1) -> torch.Tensor:
+    """Class of points ``(n, 2)`` of the unit disk in the yin-yang symbol: ``DOT`` (2) within ``dot_radius`` of the
+    eyes ``(+-1/2, 0)``; else ``YIN`` (0) in the upper half outside the left half-size circle or inside the right one;
+    else ``YANG`` (1).
+
+    Example:
+        >>> yin_yang_class(torch.tensor([[0.0, 0.9], [0.0, -0.9], [0.5, 0.0], [0.5, -0.3]]))
+        tensor([0, 1, 2, 0])
+    """
+    d_right = (x - x.new_tensor([0.5, 0.0])).norm(dim=1)
+    d_left = (x - x.new_tensor([-0.5, 0.0])).norm(dim=1)
+    yin = ((x[:, 1] > 0) & (d_left > 0.5)) | (d_right < 0.5)
+    label = torch.where(yin, YIN, YANG)
+    return torch.where((d_right < dot_radius) | (d_left < dot_radius), DOT, label)
+
+
+def yin_yang(n: int, *, seed: int, dot_radius: float = 0.1,
+             dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The yin-yang classification set (after Kriener, Göltz & Petrovici 2022): points uniform in the unit disk,
+    drawn until each of the three classes (yin, yang, the two dots) has ``n // 3`` of them, so the small dots are as
+    frequent as the large regions. Returns ``(x (3 (n // 3), 2), labels)`` shuffled.
+
+    Example:
+        >>> x, y = yin_yang(30, seed=0)
+        >>> tuple(x.shape), torch.bincount(y).tolist(), bool((x.norm(dim=1) <= 1).all())
+        ((30, 2), [10, 10, 10], True)
+    """
+    if n < 3:
+        raise ValueError(f"need n >= 3 (n // 3 points per class), got {n}")
+    gen = make_generator(seed)
+    per_class = n // 3
+    kept: list[list[torch.Tensor]] = [[], [], []]
+    counts = [0, 0, 0]
+    while min(counts) < per_class:
+        candidates = torch.rand(4 * n, 2, generator=gen, dtype=dtype) * 2 - 1
+        candidates = candidates[candidates.norm(dim=1) <= 1]
+        labels = yin_yang_class(candidates, dot_radius)
+        for c in range(3):
+            take = candidates[labels == c][: per_class - counts[c]]
+            kept[c].append(take)
+            counts[c] += len(take)
+    x = torch.cat([torch.cat(k) for k in kept])
+    y = torch.arange(3).repeat_interleave(per_class)
+    order = torch.randperm(len(y), generator=gen)
+    return x[order], y[order]
