@@ -45,7 +45,13 @@ CHAPTERS: tuple[Chapter, ...] = (
         "I Linearisation",
         ("linearization_error_slope", "displacement_slope", "lazy_generalizes_worse"),
     ),
-    Chapter(2, "mean-field", "Mean field and global convergence", "I Linearisation"),
+    Chapter(
+        2,
+        "mean-field",
+        "Mean field and global convergence",
+        "I Linearisation",
+        ("meanfield_beats_lazy", "meanfield_displacement_flat", "lazy_displacement_decays", "global_convergence_relu"),
+    ),
     Chapter(
         3,
         "ntk-alignment",
