@@ -66,7 +66,13 @@ CHAPTERS: tuple[Chapter, ...] = (
         "II Curvature",
         ("ekfac_closer_than_kfac", "ekfac_before_rescaling_is_kfac", "kfac_beats_diagonal", "stale_basis_still_closer"),
     ),
-    Chapter(5, "alrao", "Alrao: random learning rates", "III Learning rates"),
+    Chapter(
+        5,
+        "alrao",
+        "Alrao: random learning rates",
+        "III Learning rates",
+        ("alrao_close_to_best_sgd", "alrao_beats_median_sgd", "switch_picks_good_head", "alrao_never_diverges"),
+    ),
     Chapter(
         6,
         "gaussian-preactivations",

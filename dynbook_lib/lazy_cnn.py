@@ -23,20 +23,29 @@ __all__ = ["cifar10_tensors", "train_scaled_cnn", "vgg11"]
 VGG11_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
+def vgg11_features(*, width: float = 1.0, batchnorm: bool = False) -> tuple[list[nn.Module], int]:
+    """VGG-11's convolutional layers for 32 x 32 RGB inputs (``Conv - [BatchNorm] - ReLU``, max-pooling as in the
+    layout), with ``width`` scaling the channels; returns the layers and the number of output channels (the spatial
+    size is 1 x 1 at the end). Parameters are drawn from torch's global generator: seed around it."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in VGG11_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            out = max(1, int(item * width))
+            layers += [nn.Conv2d(channels, out, 3, padding=1)] + ([nn.BatchNorm2d(out)] if batchnorm else [])
+            layers.append(nn.ReLU())
+            channels = out
+    return layers, channels
+
+
 def vgg11(num_classes: int = 10, *, width: float = 1.0, seed: int = 0) -> nn.Sequential:
     """VGG-11 for 32 x 32 inputs (Simonyan & Zisserman 2015, CIFAR variant), no batch norm; ``width`` scales the
     channels (the tests use a thin one). Weights drawn from ``seed`` without touching the global random state."""
 
     def build() -> nn.Sequential:
-        layers: list[nn.Module] = []
-        channels = 3
-        for item in VGG11_LAYOUT:
-            if item == "M":
-                layers.append(nn.MaxPool2d(2))
-            else:
-                out = max(1, int(item * width))
-                layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU()]
-                channels = out
+        layers, channels = vgg11_features(width=width)
         return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels, num_classes))
 
     return seeded(build, seed)

@@ -274,7 +274,7 @@ def test_linearized_model_keeps_its_own_copy_of_w0():
 
 
 @pytest.mark.parametrize("module", ["tangent", "ntk", "kernels", "linearize", "fisher", "lazy", "hasty", "models",
-                                    "alignment", "meanfield", "data.synthetic"])
+                                    "alignment", "meanfield", "alrao", "data.synthetic"])
 def test_docstring_examples_hold(module):
     import doctest
     import importlib
