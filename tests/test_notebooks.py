@@ -64,3 +64,13 @@ def test_every_citation_is_in_the_bibliography():
         for group in re.findall(r"\{(?:foot)?cite(?::\w+)?\}`([^`]+)`", chapter.source(ROOT).read_text()):
             cited |= {k.strip() for k in group.split(",")}
         assert cited and cited <= keys, f"{chapter.slug} cites keys missing from references.bib: {cited - keys}"
+
+
+@pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.slug)
+def test_papermill_reads_every_parameter(chapter):
+    """papermill parses the parameters cell line by line; a comment it cannot parse (an apostrophe, an ``=``) makes it
+    drop that parameter with only a warning."""
+    import papermill
+
+    found = papermill.inspect_notebook(str(chapter.source(ROOT).with_suffix(".ipynb")))
+    assert set(found) == {"profile", "device", "seed"}, f"{chapter.slug}: papermill reads {sorted(found)}"
