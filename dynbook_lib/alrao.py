@@ -361,15 +361,10 @@ def fit(model: nn.Module, step: Callable[[torch.Tensor, torch.Tensor], float], d
     return curves
 
 
-def classifier(body: nn.Module, head: nn.Module) -> nn.Sequential:
-    """``body`` then ``head``: the ordinary network that Alrao is compared with."""
-    return nn.Sequential(body, head)
-
-
 def train_baseline(body: nn.Module, head: nn.Module, data: dict[str, torch.Tensor], *, optimizer: str, lr: float,
                    epochs: int, batch_size: int, seed: int, desc: str | None = None) -> Curves:
     """Train ``body`` + ``head`` with ``"sgd"`` (plain) or ``"adam"`` at step ``lr`` on the cross-entropy."""
-    net = classifier(body, head)
+    net = nn.Sequential(body, head)
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     elif optimizer == "adam":

@@ -295,8 +295,8 @@ LAZY_FULL = LazyTrainingConfig(
 )
 
 
-def teacher_student_sweep(task: TeacherStudent, taus: torch.Tensor, m: int, steps: int, *, seed: int, record_every: int = 100,
-                          desc: str | None = None) -> GDRun:
+def teacher_student_sweep(task: TeacherStudent, taus: torch.Tensor, m: int, steps: int, *, seed: int,
+                          record_every: int = 100, desc: str | None = None) -> GDRun:
     """Train one symmetrised student per ``tau`` (one batch) on a teacher-student task with the paper's steps."""
     model = two_layer_init(m, task.X.shape[1], taus, seed=seed)
     return train_gd(model, task.X, task.y, m * paper_step(taus), steps, x_test=task.X_test, y_test=task.y_test,

@@ -88,9 +88,8 @@ class ParticleNets(nn.Module):
         return torch.tensor(self.sizes, dtype=self.a.dtype, device=self.a.device)[self.network]
 
     def split(self, values: torch.Tensor) -> list[torch.Tensor]:
-        """Per-particle ``values`` ``(M, ...)`` (or ``(T, M, ...)``, split on dim ``-2`` or ``-1``) cut per network."""
-        dim = 0 if values.shape[0] == len(self.network) else 1
-        return list(torch.split(values, list(self.sizes), dim=dim))
+        """Per-particle ``values`` ``(M, ...)`` cut into one tensor per network."""
+        return list(torch.split(values, list(self.sizes)))
 
 
 def particle_steps(net: ParticleNets, eta: float) -> torch.Tensor:
