@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,9 @@ class Chapter:
         slug: the id used by the runner, the file names and the results file.
         title: the page title.
         part: the part of the book it belongs to.
-        claims: the claim names its specification requires (``shared/chapters/NN-slug.md``); the runner fails a
-            chapter that does not record every one of them.
+        claims: the claim names its specification requires (``shared/chapters/NN-slug.md``, or the issue that
+            changed them); the runner fails a chapter that does not record every one of them.
+        checks: the consistency checks it must record (what holds by construction, shown apart from the claims).
     """
 
     number: int
@@ -24,6 +26,7 @@ class Chapter:
     title: str
     part: str
     claims: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
 
     @property
     def stem(self) -> str:
@@ -43,7 +46,8 @@ CHAPTERS: tuple[Chapter, ...] = (
         "lazy-training",
         "Lazy training",
         "I Linearisation",
-        ("linearization_error_slope", "displacement_slope", "lazy_generalizes_worse"),
+        ("linearization_error_slope", "lazy_generalizes_worse"),
+        ("displacement_slope",),
     ),
     Chapter(
         2,
@@ -57,37 +61,40 @@ CHAPTERS: tuple[Chapter, ...] = (
         "ntk-alignment",
         "NTK alignment: lazy vs hasty",
         "I Linearisation",
-        ("alignment_increases", "effective_rank_decreases", "easy_aligns_faster", "hasty_reverses_order"),
+        ("alignment_increases", "effective_rank_decreases", "easy_aligns_faster"),
+        ("hasty_reverses_order",),
     ),
     Chapter(
         4,
         "ekfac",
         "EKFAC and the structure of the Fisher",
         "II Curvature",
-        ("ekfac_closer_than_kfac", "ekfac_before_rescaling_is_kfac", "kfac_beats_diagonal", "stale_basis_still_closer"),
+        ("kfac_beats_diagonal",),
+        ("ekfac_closer_than_kfac", "ekfac_before_rescaling_is_kfac", "stale_basis_still_closer"),
     ),
     Chapter(
         5,
         "alrao",
         "Alrao: random learning rates",
         "III Learning rates",
-        ("alrao_close_to_best_sgd", "alrao_beats_median_sgd", "switch_picks_good_head", "alrao_never_diverges"),
+        ("alrao_close_to_best_sgd", "alrao_beats_median_sgd", "switch_picks_good_rate",
+         "alrao_survives_where_sgd_diverges"),
     ),
     Chapter(
         6,
         "gaussian-preactivations",
         "Gaussian pre-activations: myth or reality?",
         "IV Initialisation",
-        ("pairs_gaussian_width1", "pairs_variance_preserved", "relu_not_gaussian", "tanh_not_gaussian",
-         "eoc_map_fails_narrow"),
+        ("pairs_variance_preserved", "relu_not_gaussian", "tanh_not_gaussian", "eoc_map_fails_narrow"),
+        ("pairs_gaussian_width1",),
     ),
     Chapter(
         7,
         "penalty-prior",
         "A penalty as the influence of a Bayesian prior",
         "V Bayes",
-        ("prior_recovered", "kl_matches_penalty", "heat_residual_admissible", "weight_decay_not_admissible",
-         "one_over_n_is_bayesian"),
+        ("prior_recovered", "kl_matches_penalty", "heat_residual_admissible", "weight_decay_not_admissible"),
+        ("one_over_n_is_bayesian",),
     ),
     Chapter(
         8,
@@ -101,28 +108,41 @@ CHAPTERS: tuple[Chapter, ...] = (
         "diagonal-networks-dynamics",
         "Diagonal linear networks II: stochasticity, large steps, momentum, saddle-to-saddle, grokking",
         "VI Implicit bias",
-        ("invariant_exact", "limit_is_effective_potential", "sgd_beats_gd", "large_step_gd_concentrates",
+        ("limit_is_effective_potential", "sgd_beats_gd", "large_step_gd_concentrates",
          "sgd_shrinks_uniformly", "jump_times_match", "plateaus_match", "ends_at_min_l1", "same_lambda_same_solution",
          "larger_lambda_less_sparse", "drop_time_scales_as_one_over_lambda", "ends_at_min_norm"),
+        ("invariant_exact",),
     ),
     Chapter(
         10,
         "heavy-tails",
         "Heavy tails of SGD",
         "VII Complexity of the dynamics",
-        ("estimator_matches_theory", "critical_step_gives_alpha_two", "heavier_with_step", "lighter_with_batch"),
+        ("estimator_matches_theory", "heavier_with_step", "lighter_with_batch"),
+        ("critical_step_gives_alpha_two",),
     ),
 )
 
 BY_SLUG: dict[str, Chapter] = {c.slug: c for c in CHAPTERS}
 
 
-def get_chapter(slug: str) -> Chapter:
-    """The chapter called ``slug``; ``ValueError`` (one line, listing the slugs) when there is none."""
-    try:
-        return BY_SLUG[slug]
-    except KeyError:
-        raise ValueError(f"unknown chapter {slug!r}; chapters are: {', '.join(BY_SLUG)}") from None
+def get_chapter(name: str) -> Chapter:
+    """The chapter named by its slug (``diagonal-networks``), number (``8``, ``08``) or file stem
+    (``08-diagonal-networks``); ``ValueError`` (one line, suggesting the nearest slug) when there is none.
+
+    Example:
+        >>> get_chapter("08").slug, get_chapter("08-diagonal-networks").slug
+        ('diagonal-networks', 'diagonal-networks')
+    """
+    text = name.strip()
+    if text in BY_SLUG:
+        return BY_SLUG[text]
+    for chapter in CHAPTERS:
+        if text.isdigit() and int(text) == chapter.number or text == chapter.stem:
+            return chapter
+    near = difflib.get_close_matches(text, list(BY_SLUG), n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise ValueError(f"unknown chapter {name!r}; {hint}chapters are: {', '.join(BY_SLUG)}")
 
 
 def written_chapters(root: Path) -> list[Chapter]:

@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from dynbook_lib import __version__, runner
 from dynbook_lib.chapters import BY_SLUG, get_chapter, written_chapters
 from dynbook_lib.core.devices import DEVICES, resolve_device
 from dynbook_lib.core.profiles import PROFILES
 from dynbook_lib.core.seeding import check_seed
+from dynbook_lib.executors import EXECUTORS, SlurmOptions, make_executor
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -26,48 +28,148 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"seed must be an integer in [0, 2**63), got {text!r}") from None
 
 
+def parse_seeds(items: list[str]) -> list[int]:
+    """Seeds from ``0-4``, ``0 1 2`` or ``0,1,2`` (and mixtures), in order, without repeats; ``ValueError`` (one
+    line) for anything else.
+
+    Example:
+        >>> parse_seeds(["0-2", "7"]), parse_seeds(["1,3"])
+        ([0, 1, 2, 7], [1, 3])
+    """
+    seeds: list[int] = []
+    for item in (part for text in items for part in text.split(",") if part):
+        low, sep, high = item.partition("-")
+        try:
+            a = check_seed(int(low))
+            b = check_seed(int(high)) if sep else a
+        except ValueError:
+            raise ValueError(f"--seeds: {item!r} is not a seed or a range; write e.g. 0-4 or 0 1 2") from None
+        if b < a:
+            raise ValueError(f"--seeds: the range {item} is empty; write LOW-HIGH with LOW <= HIGH, e.g. 0-4")
+        seeds += [s for s in range(a, b + 1) if s not in seeds]
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed, e.g. 0-4")
+    return seeds
+
+
+def _positive(what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--timeout must be a positive number of seconds, got {text!r}")
+    return value
+
+
+EPILOG = "exit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in runner.EXIT_CODES.items())
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="dynbook", description="Execute and render the dynbook chapters.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    parser = _OneLineParser(
+        prog="dynbook", description="Execute and render the dynbook chapters.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dynbook {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_OneLineParser, metavar="COMMAND")
     for name, help_text in (("run", "execute chapters and write their results"),
                             ("build", "execute what is not up to date, then render the HTML book")):
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("chapters", nargs="*", metavar="SLUG", help=f"chapters (default: all written): {', '.join(BY_SLUG)}")
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("chapters", nargs="*", metavar="CHAPTER",
+                       help=f"slug, number or file stem (e.g. diagonal-networks, 08); default: all written: "
+                            f"{', '.join(BY_SLUG)}")
         p.add_argument("--profile", default="fast", choices=PROFILES, help="problem sizes (default: fast)")
         p.add_argument("--device", default="auto", choices=DEVICES, help="auto picks CUDA when present (default: auto)")
         p.add_argument("--seed", default=0, type=_seed, help="seed of the run (default: 0)")
         p.add_argument("--out", default=Path("_build"), type=Path, help="output folder (default: _build)")
+        p.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                       help="execution timeout per chapter in seconds (default: 1200 fast, 10800 full)")
+        p.add_argument("--threads", type=_positive("--threads"), default=None, metavar="N",
+                       help="torch/OpenMP threads of each chapter's kernel (default: torch's own choice)")
+        if name == "run":
+            p.add_argument("--seeds", nargs="+", default=None, metavar="SEEDS",
+                           help="run every chapter at each seed (0-4, or 0 1 2) into OUT/seed-N and write "
+                                "OUT/robustness.json")
+            p.add_argument("--executor", default="inline", choices=EXECUTORS,
+                           help="where the jobs of --seeds run: inline (this process, one after the other), local "
+                                "(submitit's local pool, --jobs at once) or slurm (one job per chapter and seed)")
+            p.add_argument("--jobs", type=_positive("--jobs"), default=1, metavar="N",
+                           help="jobs at once with --executor local (default: 1, so timings stay honest)")
+            p.add_argument("--slurm-partition", default=None, metavar="NAME", help="Slurm partition")
+            p.add_argument("--slurm-gpus", type=int, default=0, metavar="N", help="GPUs per Slurm job (default: 0)")
+            p.add_argument("--slurm-time", type=_positive("--slurm-time"), default=60, metavar="MIN",
+                           help="time limit of each Slurm job in minutes (default: 60)")
+            p.add_argument("--slurm-cpus", type=_positive("--slurm-cpus"), default=4, metavar="N",
+                           help="CPUs per Slurm job (default: 4)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dynbook_lib import runner
-
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    seeds = None
     try:
+        if args.command == "run" and args.seeds is not None:
+            seeds = parse_seeds(args.seeds)
+        if args.command == "run" and args.jobs > 1 and args.executor != "local":
+            raise ValueError(f"--jobs {args.jobs} needs --executor local (the {args.executor} executor runs "
+                             f"{'one job at a time' if args.executor == 'inline' else 'every job at once'})")
+        if args.command == "run" and args.executor != "inline" and seeds is None:
+            seeds = [args.seed]
         root = runner.find_root()
         written = written_chapters(root)
-        chapters = [get_chapter(slug) for slug in dict.fromkeys(args.chapters)] or written
+        chapters = list(dict.fromkeys(get_chapter(name) for name in args.chapters)) or written
         for chapter in chapters:
             if chapter not in written:
                 raise ValueError(f"chapter {chapter.slug!r} is not written yet; written chapters: "
                                  f"{', '.join(c.slug for c in written) or 'none'}")
-        resolve_device(args.device)
+        if not (args.command == "run" and args.executor == "slurm"):
+            resolve_device(args.device)  # a Slurm job checks CUDA where it runs
         runner.check_output_folder(args.out)
-    except ValueError as err:
-        print(f"dynbook: error: {err}", file=sys.stderr)
+        executor = None
+        if seeds is not None:
+            timeout = args.timeout or runner.DEFAULT_TIMEOUT_S[args.profile]
+            executor = make_executor(args.executor, args.out.resolve(), jobs=args.jobs, timeout_s=timeout,
+                                     slurm=SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time,
+                                                        args.slurm_cpus))
+    except (ValueError, RuntimeError) as err:
+        print(f"dynbook: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    opts = runner.RunOptions(args.profile, args.device, args.seed, args.out.resolve())
-    if args.command == "run":
+    opts = runner.RunOptions(args.profile, args.device, args.seed, args.out.resolve(), args.timeout, args.threads)
+    render_code = 0
+    if seeds is not None:
+        outcomes = runner.run_seeds(chapters, opts, root, seeds, executor)
+    elif args.command == "run":
         outcomes = runner.run_chapters(chapters, opts, root)
-        render_code = 0
     else:
         outcomes, render_code = runner.build_book(chapters, opts, root)
     print()
     print(runner.summary_table(outcomes))
-    if args.command == "build":
+    if seeds is not None and len(seeds) > 0:
+        robustness = opts.out / "robustness.json"
+        doc = runner.read_results(robustness)
+        if doc:
+            print(f"\nclaims over seeds {', '.join(map(str, seeds))} ({robustness}):\n")
+            print(runner.robustness_table(doc))
+    if args.command == "build" and not any(o.status in ("interrupted", "not run") for o in outcomes):
         print(f"\nbook: {opts.out / 'html' / 'index.html'} ({'rendered' if render_code == 0 else 'render FAILED'})")
-    return 0 if runner.all_passed(outcomes) and render_code == 0 else 1
+    return runner.exit_code(outcomes, render_code)
 
 
 if __name__ == "__main__":

@@ -165,8 +165,8 @@ def momentum_pairs(lam: float, momenta: tuple[float, ...]) -> list[tuple[float, 
     """Step sizes and momenta ``(gamma, mu)`` with the same ``lambda = gamma / (1 - mu)^2``.
 
     Example:
-        >>> momentum_pairs(2.0, (0.9,))
-        [(0.020000000000000007, 0.9)]
+        >>> [(round(gamma, 12), mu) for gamma, mu in momentum_pairs(2.0, (0.9,))]
+        [(0.02, 0.9)]
     """
     if lam <= 0 or not all(0 <= mu < 1 for mu in momenta):
         raise ValueError(f"need lambda > 0 and momenta in [0, 1); got {lam}, {momenta}")

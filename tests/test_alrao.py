@@ -16,8 +16,11 @@ from dynbook_lib.alrao import (
     Alrao,
     PerParameterSGD,
     Switch,
+    Curves,
     alrao_step,
+    diverged,
     feature_learning_rates,
+    half_decades,
     head_learning_rates,
     log_uniform,
     build_networks,
@@ -208,6 +211,28 @@ def toy_data(n=64):
     x = torch.randn(n + 32, 5, generator=gen(5))
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
     return {"x_train": x[:n], "y_train": y[:n], "x_test": x[n:], "y_test": y[n:]}
+
+
+def test_switch_gives_a_non_finite_head_weight_zero_and_stays_a_distribution():
+    # regression: one diverged head (NaN or inf loss) used to turn every weight into NaN
+    switch = Switch(3)
+    switch.update(torch.tensor([0.5, math.nan, math.inf], dtype=F64))
+    posterior = switch.log_posterior().exp()
+    assert torch.isfinite(switch.log_w[:, 0]).all() and float(posterior.sum()) == pytest.approx(1.0)
+    # the diverged heads keep only what switching hands every head (pi_t of the pool, spread uniformly)
+    assert float(posterior[1]) == float(posterior[2]) < float(posterior[0]) / 2
+    for _ in range(3):
+        switch.update(torch.tensor([0.5, 0.4, 0.6], dtype=F64))
+    assert torch.isfinite(switch.log_posterior()).all() and float(switch.log_posterior().exp().sum()) == pytest.approx(1.0)
+    t = switch.t
+    switch.update(torch.tensor([math.nan, math.nan, math.nan], dtype=F64))  # nothing to learn from: skipped
+    assert switch.t == t
+
+
+def test_half_decade_grid_and_divergence_rule():
+    assert half_decades(1e-4, 10.0) == (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1.0, 3.16, 10.0)
+    assert diverged(Curves(test_nll=[2.3, 2.31])) and not diverged(Curves(test_nll=[2.3, 2.3]))
+    assert diverged(Curves(test_nll=[2.3, float("nan")])) and diverged(Curves(test_nll=[2.3, 0.5], diverged=True))
 
 
 def test_training_loops_record_and_detect_divergence():

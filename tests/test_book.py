@@ -1,13 +1,17 @@
-"""End to end: every chapter through ``dynbook build`` in the fast profile, its claims, determinism (nbval and the
-results files), the strict render, and the rendered pages in headless Chromium.
+"""End to end: every chapter through ``dynbook build`` in the fast profile, its claims, determinism (a same-seed
+re-run compared with the build: results files and sanitised text outputs), the strict render, and the rendered pages
+in headless Chromium.
 
-The build runs once per session (``built_book``); each test reads what it produced.
+The build runs once per session (``built_book``); each test reads what it produced. The same-seed re-run covers half
+the chapters, chosen by the commit (``DYNBOOK_RERUN=all`` re-runs every chapter; so does ``pytest --nbval`` over
+``OUT/executed``, see the README), so that ``make test`` stays near 15 minutes on 2 cores.
 """
 
+import configparser
 import contextlib
 import functools
+import hashlib
 import http.server
-import json
 import os
 import re
 import shutil
@@ -16,11 +20,11 @@ import sys
 import threading
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from dynbook_lib.chapters import written_chapters
-from dynbook_lib.core.results import read_results
-from dynbook_lib.runner import FAST_BUDGET_S
+from dynbook_lib.core.results import git_commit, read_results, validate_results
 from conftest import ROOT
 
 pytestmark = pytest.mark.book
@@ -46,7 +50,7 @@ def test_build_succeeds_and_prints_a_summary(built_book):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = proc.stdout[proc.stdout.index("chapter "):]
     for chapter in WRITTEN:
-        assert re.search(rf"^{chapter.slug}\s+[\d.]+\s+(\d+)/\1\s+passed$", summary, flags=re.M), summary
+        assert re.search(rf"^{chapter.slug}\s+[\d.]+\s+(\d+)/\1\s+passed( \(over budget\))?$", summary, flags=re.M), summary
     assert (out / "html" / "index.html").exists()
 
 
@@ -56,51 +60,65 @@ def test_chapter_claims_hold_within_the_fast_budget(built_book, chapter):
     res = read_results(out / "results" / f"{chapter.slug}.json")
     assert res is not None and (out / "executed" / f"{chapter.stem}.ipynb").exists()
     assert (res["chapter"], res["profile"], res["device"], res["seed"]) == (chapter.slug, "fast", "cpu", 0)
-    assert res["status"] == "passed" and res["error"] is None
-    assert res["seconds"] <= FAST_BUDGET_S
+    assert res["status"] == "passed" and res["error"] is None  # over the time budget is reported, not failed
+    validate_results(res)
     recorded = {c["name"]: c for c in res["claims"]}
     assert set(chapter.claims) <= set(recorded), f"missing claims: {set(chapter.claims) - set(recorded)}"
     for name in chapter.claims:
         claim = recorded[name]
         assert claim["required"] and claim["holds"], claim
-    assert set(res["env"]) == {"python", "torch", "dynbook_lib", "git_commit", "gpu"}
+    checks = {c["name"]: c for c in res["consistency"]}
+    assert set(chapter.checks) <= set(checks) and all(c["holds"] for c in checks.values()), checks
 
 
 def test_each_chapter_executes_once_per_build(built_book):
-    out, proc = built_book
+    _, proc = built_book
     for chapter in WRITTEN:
-        assert proc.stdout.count(f"{chapter.slug}: executing") == 1
-    executed = {c: (out / "executed" / f"{c.stem}.ipynb").read_bytes() for c in WRITTEN}
-    again = dynbook("build", *OPTIONS, "--out", str(out))
-    assert again.returncode == 0, again.stdout[-2000:]
-    for chapter in WRITTEN:
-        assert f"{chapter.slug}: up to date, not executed again" in again.stdout
-        assert "executing" not in again.stdout
-        assert (out / "executed" / f"{chapter.stem}.ipynb").read_bytes() == executed[chapter]
+        assert len(re.findall(rf"\] {chapter.slug}: executing", proc.stdout)) == 1
+    assert "Kernel is running over TCP" not in proc.stdout + proc.stderr
 
 
-def test_same_seed_gives_the_same_results_file(built_book, tmp_path):
+def rerun_chapters() -> list:
+    """Half the chapters, alternating with the commit, or all with ``DYNBOOK_RERUN=all``."""
+    if os.environ.get("DYNBOOK_RERUN") == "all":
+        return WRITTEN
+    parity = int(hashlib.sha256((git_commit(ROOT) or "").encode()).hexdigest(), 16) % 2
+    return [c for k, c in enumerate(WRITTEN) if k % 2 == parity]
+
+
+def sanitised_outputs(path: Path) -> list[str]:
+    """The text outputs of every code cell, with what legitimately changes between runs (addresses, timings)
+    replaced as in ``tests/nbval_sanitize.cfg``."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "tests" / "nbval_sanitize.cfg")
+    rules = [(re.compile(cfg[sec]["regex"]), cfg[sec]["replace"]) for sec in cfg.sections()]
+    texts = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code" or "injected-parameters" in cell.metadata.get("tags", []):
+            continue
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain") or ""
+            text = "".join(text) if isinstance(text, list) else text
+            for regex, repl in rules:
+                text = regex.sub(repl, text)
+            texts.append(f"{out.get('output_type')}: {text}")
+    return texts
+
+
+def test_same_seed_gives_the_same_results_and_outputs(built_book, tmp_path):
     out, _ = built_book
-    proc = dynbook("run", *OPTIONS, "--out", str(tmp_path))
+    chapters = rerun_chapters()
+    proc = dynbook("run", *[c.slug for c in chapters], *OPTIONS, "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-2000:]
-    for chapter in WRITTEN:
+    for chapter in chapters:
         first = read_results(out / "results" / f"{chapter.slug}.json")
         second = read_results(tmp_path / "results" / f"{chapter.slug}.json")
         for res in (first, second):
-            res.pop("seconds")
-        assert first == second
-
-
-def test_executed_notebooks_reproduce_under_nbval(built_book, tmp_path):
-    out, _ = built_book
-    env = {**os.environ, "DYNBOOK_HEADLESS": "1"}
-    env.pop("DYNBOOK_RESULTS_FILE", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval", "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path),
-         "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), str(out / "executed")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert re.search(r"(\d+) passed", proc.stdout)
+            for key in ("seconds", "finished_at", "over_budget"):
+                res.pop(key)
+        assert first == second, chapter.slug
+        name = f"{chapter.stem}.ipynb"
+        assert sanitised_outputs(out / "executed" / name) == sanitised_outputs(tmp_path / "executed" / name), name
 
 
 def chapter_page(out, chapter):
@@ -115,8 +133,10 @@ def test_rendered_page_has_figures_table_widget_colab_and_references(built_book,
     assert len(figures) >= 2 and all((out / "html" / "notebooks" / f).exists() for f in figures)
     assert 'class="dynbook-claims"' in page
     for name in chapter.claims:
-        assert f"<td>{name}</td>" in page
-    assert page.count("<td>holds</td>") >= len(chapter.claims) and "<td>fails</td>" not in page
+        assert f'data-claim="{name}"' in page
+    for name in chapter.checks:
+        assert f'data-check="{name}"' in page
+    assert page.count('badge-holds">holds</span>') >= len(chapter.claims) and "badge-fails" not in page
     assert "application/vnd.jupyter.widget-state+json" in page
     assert "application/vnd.jupyter.widget-view+json" in page
     assert f"colab.research.google.com/github/dynbook/dynbook/blob/main/notebooks/{chapter.stem}.ipynb" in page
@@ -126,15 +146,18 @@ def test_rendered_page_has_figures_table_widget_colab_and_references(built_book,
     assert refs and all(f'id="{r}"' in page for r in refs), "a footnote citation has no definition"
 
 
-def test_status_page_lists_each_chapter_run(built_book):
+def test_status_page_is_a_dashboard_of_each_chapter_run(built_book):
     out, _ = built_book
     page = (out / "html" / "book" / "status.html").read_text()
     for chapter in WRITTEN:
-        row = re.search(rf"<td><p>{chapter.number:02d} {re.escape(chapter.title)}</p></td>(.*?)</tr>", page, re.S)
-        assert row, f"no status row for {chapter.slug}"
+        row = re.search(rf'<tr[^>]*><td><p><a[^>]+href="\.\./notebooks/{chapter.stem}\.html[^"]*"[^>]*>.*?</a></p></td>(.*?)</tr>',
+                        page, re.S)
+        assert row, f"no status row with a link for {chapter.slug}"
         cells = re.findall(r"<td><p>(.*?)</p></td>", row.group(1), re.S)
-        assert cells[0] == "fast" and cells[1] == "cpu" and cells[4] == "passed"
-        assert re.fullmatch(r"(\d+)/\1", cells[3]) and "torch" in cells[5]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d, fast, cpu, seed 0", cells[0]), cells
+        assert "budget 90 s" in cells[1] or "over the 90 s budget" in cells[1]
+        assert re.fullmatch(r"(\d+)/\1", cells[2]) and cells[3] == "passed"
+    assert page.count("Environment") == 1 and "torch" in page
 
 
 @contextlib.contextmanager
@@ -175,3 +198,36 @@ def test_chapter_page_in_headless_chromium(built_book, chapter, tmp_path):
     assert 'class="dynbook-claims"' in dom and all(name in dom for name in chapter.claims)
     assert "<mjx-container" in dom, "MathJax did not typeset the page"
     assert (out / f"{chapter.stem}.png").stat().st_size > 50_000
+
+
+VIEWPORT_CHECK = """<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var rows = document.querySelectorAll("table.dynbook-claims tbody tr"), inside = 0;
+  rows.forEach(function (row) {
+    var badge = row.querySelector(".verdict-cell .dynbook-badge"), box = badge && badge.getBoundingClientRect();
+    var frame = row.closest(".cell_output, .output") || document.body, limit = frame.getBoundingClientRect();
+    if (box && box.width > 0 && box.left >= 0 && box.right <= Math.min(window.innerWidth, limit.right) + 1) inside++;
+  });
+  document.body.setAttribute("data-verdicts", inside + "/" + rows.length);
+}, 1000); });
+</script>"""
+
+
+@pytest.mark.parametrize("width", [1300, 400], ids=["laptop", "phone"])
+@pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.slug)
+def test_every_verdict_is_inside_the_viewport(built_book, chapter, width, tmp_path):
+    """The reproduction table fits: the verdict badge of every row lies inside the window (1300 px, and a phone)."""
+    out, _ = built_book
+    page = out / "html" / "notebooks" / f"{chapter.stem}.html"
+    probe = page.with_name(f"{chapter.stem}-viewport-{width}.html")
+    probe.write_text(page.read_text().replace("</body>", VIEWPORT_CHECK + "</body>"))
+    try:
+        with serve(out / "html") as base:
+            dom = chromium(f"{base}/notebooks/{probe.name}", tmp_path / "profile", f"--window-size={width},900",
+                           "--dump-dom").stdout
+    finally:
+        probe.unlink()
+    found = re.search(r'data-verdicts="(\d+)/(\d+)"', dom)
+    assert found, "the viewport check did not run"
+    inside, rows = map(int, found.groups())
+    assert rows >= len(chapter.claims) and inside == rows, f"{inside} of {rows} verdicts inside {width} px"

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from dynbook_lib.core.claims import ChapterRecord, evaluate
+from dynbook_lib.core.claims import ChapterRecord, SeedSummary, evaluate, seed_summaries
 from dynbook_lib.core.devices import resolve_device
 from dynbook_lib.core.profiles import select_profile
 from dynbook_lib.core.progress import progress
-from dynbook_lib.core.results import RESULTS_ENV, environment, read_results, write_json_atomic
+from dynbook_lib.core.results import RESULTS_ENV, environment, read_results, validate_results, write_json_atomic
 from dynbook_lib.core.seeding import check_seed, make_generator
 
 
@@ -123,11 +123,70 @@ def test_write_json_atomic_replaces_whole_file(tmp_path):
 
 def test_environment_fields():
     env = environment()
-    assert set(env) == {"python", "torch", "dynbook_lib", "git_commit", "gpu"}
-    assert env["torch"] == torch.__version__
+    assert set(env) == {"python", "torch", "dynbook_lib", "git_commit", "gpu", "threads"}
+    assert env["torch"] == torch.__version__ and env["threads"] == torch.get_num_threads()
 
 
 def test_progress_is_quiet_when_headless(monkeypatch, capsys):
     monkeypatch.setenv("DYNBOOK_HEADLESS", "1")
     assert list(progress(range(3), desc="quiet")) == [0, 1, 2]
     assert "quiet" not in capsys.readouterr().err
+
+
+def test_consistency_checks_are_recorded_and_shown_apart_and_never_counted_as_claims(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    monkeypatch.setenv(RESULTS_ENV, str(path))
+    record = ChapterRecord("toy", "fast", "cpu", 0)
+    record.check("claim", "a result of the paper", 0.2, "<", 1.0, paper="Smith 2020, Fig. 1", paper_value=0.25)
+    record.consistency("identity", "an identity of the update", 1e-15, "<", 1e-12, note="float64")
+    with pytest.raises(ValueError, match="'identity' is already recorded"):
+        record.check("identity", "s", 1.0, "<", 2.0, paper="p")
+    table = record.table()
+    html = table._repr_html_()
+    assert html.index('data-claim="claim"') < html.index('class="dynbook-checks"') < html.index('data-check="identity"')
+    assert "<b>1/1</b>" in html and "Consistency checks" in html
+    assert "0.25" in html and "-20% from the paper" in html  # the paper's number beside ours, and the deviation
+    assert "[consistency] identity" in repr(table)
+    saved = read_results(path)
+    assert saved["status"] == "passed" and [c["name"] for c in saved["consistency"]] == ["identity"]
+    assert [c["name"] for c in saved["claims"]] == ["claim"] and saved["claims"][0]["paper_value"] == 0.25
+    validate_results(saved)
+
+
+def test_a_failing_consistency_check_fails_the_record(monkeypatch):
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    record = ChapterRecord("toy", "fast", "cpu", 0)
+    record.check("claim", "holds", 0.2, "<", 1.0, paper="p")
+    assert record.all_hold()
+    record.consistency("broken", "an identity that the code broke", 1e-3, "<", 1e-12)
+    assert not record.all_hold()
+
+
+def test_paper_value_is_a_number_a_short_text_or_none(monkeypatch):
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    record = ChapterRecord("toy", "fast", "cpu", 0)
+    assert record.check("a", "s", 1.0, "<", 2.0, paper="p", paper_value="slope -1").paper_value == "slope -1"
+    assert record.check("b", "s", 1.0, "<", 2.0, paper="p", paper_value=2).paper_value == 2.0
+    assert record.check("c", "s", 1.0, "<", 2.0, paper="p").deviation() is None
+    with pytest.raises(ValueError, match="paper_value must be a number, a short text or None, got"):
+        record.check("d", "s", 1.0, "<", 2.0, paper="p", paper_value=[1, 2])
+    assert "not given" in record.table()._repr_html_()
+
+
+def test_table_shows_the_spread_over_seeds(monkeypatch):
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    record = ChapterRecord("toy", "fast", "cpu", 0)
+    record.check("a", "s", 1.0, "<", 2.0, paper="p")
+    doc = {"chapters": {"toy": {"claims": {"a": {"seeds": [0, 1, 2], "values": [1.0, 1.2, 1.4],
+                                                   "holds": [True, True, True]}}}}}
+    summaries = seed_summaries(doc, "toy")
+    assert summaries["a"] == SeedSummary((0, 1, 2), (1.0, 1.2, 1.4), 3)
+    assert summaries["a"].mean == pytest.approx(1.2) and summaries["a"].spread == pytest.approx(0.2)
+    assert "seeds 3/3 hold; mean 1.2 \u00b1 0.2" in record.table(summaries)._repr_html_()
+
+
+def test_results_are_standard_json_with_null_for_nan(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": float("nan"), "b": [float("inf"), 1.0]})
+    assert path.read_text().split() == ["{", '"a":', "null,", '"b":', "[", "null,", "1.0", "]", "}"]
+    assert oct(path.stat().st_mode & 0o777) == "0o644"

@@ -271,15 +271,3 @@ def test_linearized_model_keeps_its_own_copy_of_w0():
     assert list(lin.base.parameters()) == []
     assert sum(p.numel() for p in lin.parameters()) == sum(p.numel() for p in model.parameters())
     assert list(lin.named_weights()) == [n for n, _ in model.named_parameters()]
-
-
-@pytest.mark.parametrize("module", ["tangent", "ntk", "kernels", "linearize", "fisher", "lazy", "hasty", "models",
-                                    "alignment", "meanfield", "alrao", "data.synthetic"])
-def test_docstring_examples_hold(module):
-    import doctest
-    import importlib
-
-    mod = importlib.import_module(f"dynbook_lib.{module}")
-    torch.manual_seed(0)
-    result = doctest.testmod(mod, extraglobs={"torch": torch, "nn": nn}, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
