@@ -412,8 +412,8 @@ def status_markdown(chapters: list[Chapter], out: Path) -> str:
     for chapter in chapters:
         link = f"[{chapter.number:02d} {chapter.title}](../notebooks/{chapter.stem}.ipynb)"
         res = read_results(results_path(chapter, out))
-        if res is None:
-            lines.append(f"| {link} | | | | not run |")
+        if res is None or not executed_path(chapter, out).exists():
+            lines.append(f"| {chapter.number:02d} {chapter.title} | | | | not run |")
             continue
         held, total, _ = _summarise(res, chapter)
         when = str(res.get("finished_at", ""))[:10]
