@@ -96,12 +96,17 @@ def sanitised_outputs(path: Path) -> list[str]:
     for cell in nbformat.read(path, as_version=4).cells:
         if cell.cell_type != "code" or "injected-parameters" in cell.metadata.get("tags", []):
             continue
+        streams: dict[str, str] = {}  # a stream may arrive in one output or several, depending on timing: join them
         for out in cell.get("outputs", []):
             text = out.get("text") or out.get("data", {}).get("text/plain") or ""
             text = "".join(text) if isinstance(text, list) else text
-            for regex, repl in rules:
-                text = regex.sub(repl, text)
-            texts.append(f"{out.get('output_type')}: {text}")
+            if out.get("output_type") == "stream":
+                streams[out.get("name", "stdout")] = streams.get(out.get("name", "stdout"), "") + text
+            else:
+                texts.append(f"{out.get('output_type')}: {text}")
+        texts += [f"stream {name}: {text}" for name, text in sorted(streams.items())]
+    for regex, repl in rules:
+        texts = [regex.sub(repl, t) for t in texts]
     return texts
 
 
