@@ -32,7 +32,7 @@ import yaml
 
 import dynbook_lib
 from dynbook_lib.chapters import Chapter, written_chapters
-from dynbook_lib.core.claims import format_number
+from dynbook_lib.core.claims import SeedSummary, format_number
 from dynbook_lib.core.progress import HEADLESS_ENV
 from dynbook_lib.core.results import RESULTS_ENV, environment, read_results, write_json_atomic
 from dynbook_lib.execution import NotebookJob, run_notebook
@@ -372,19 +372,21 @@ def claim_margin_is_clear(values: Sequence[float | None], threshold: float, refe
     return abs(reference - threshold) > max(finite) - min(finite)
 
 
+def _summary(entry: dict[str, Any]) -> SeedSummary:
+    return SeedSummary(tuple(entry["seeds"]), tuple(entry["values"]), sum(map(bool, entry["holds"])))
+
+
 def robustness_table(doc: dict[str, Any]) -> str:
     """Per claim: held at k/N seeds, mean and spread (half the range) of the value, the threshold, and whether seed
     0's value is clear of the threshold by more than the spread."""
     rows: list[tuple[str, ...]] = [("chapter", "claim", "held", "mean", "+-", "threshold", "clear")]
     for slug, entry in doc["chapters"].items():
         for name, c in entry["claims"].items():
-            finite = [v for v in c["values"] if v is not None and math.isfinite(v)]
-            mean = sum(finite) / len(finite) if finite else math.nan
-            spread = (max(finite) - min(finite)) / 2 if finite else math.nan
+            summary = _summary(c)
             ref = c["values"][c["seeds"].index(0)] if 0 in c["seeds"] else c["values"][0]
             clear = claim_margin_is_clear(c["values"], c["threshold"], ref)
             held = f"{sum(c['holds'])}/{len(c['holds'])}" + ("" if c.get("required", True) else " (full only)")
-            rows.append((slug, name, held, format_number(mean), format_number(spread),
+            rows.append((slug, name, held, format_number(summary.mean), format_number(summary.spread),
                          f"{c['op']} {format_number(c['threshold'])}", "yes" if clear else "NO"))
     return _table(rows, right=(3, 4))
 
@@ -436,11 +438,9 @@ def status_markdown(chapters: list[Chapter], out: Path) -> str:
                   "| chapter | claim | held | mean | spread | threshold |", "|---|---|---|---|---|---|"]
         for slug, entry in rob["chapters"].items():
             for name, c in entry["claims"].items():
-                finite = [v for v in c["values"] if v is not None and math.isfinite(v)]
-                mean = sum(finite) / len(finite) if finite else math.nan
-                spread = (max(finite) - min(finite)) / 2 if finite else math.nan
-                lines.append(f"| {slug} | `{name}` | {sum(c['holds'])}/{len(c['holds'])} | {format_number(mean)} | "
-                             f"\u00b1 {format_number(spread)} | {html.escape(c['op'])} {format_number(c['threshold'])} |")
+                summary = _summary(c)
+                lines.append(f"| {slug} | `{name}` | {summary.held}/{len(summary.values)} | {format_number(summary.mean)} | "
+                             f"\u00b1 {format_number(summary.spread)} | {html.escape(c['op'])} {format_number(c['threshold'])} |")
     return "\n".join(lines)
 
 
