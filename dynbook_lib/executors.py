@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import psutil
 import submitit
@@ -22,10 +22,10 @@ import submitit
 from dynbook_lib.chapters import Chapter
 from dynbook_lib.core.results import read_results, write_json_atomic
 from dynbook_lib.execution import GRACE_S
-from dynbook_lib.runner import Outcome, RunOptions, execute_chapter, results_path, stop_on_signals
+from dynbook_lib.runner import Outcome, RunOptions, execute_chapter, results_path, run_chapters, stop_on_signals
 
 ExecutorName = Literal["inline", "local", "slurm"]
-EXECUTORS: tuple[str, ...] = ("inline", "local", "slurm")
+EXECUTORS: tuple[str, ...] = get_args(ExecutorName)
 Job = tuple[Chapter, RunOptions]
 
 
@@ -52,22 +52,15 @@ def mark_interrupted(chapter: Chapter, opts: RunOptions) -> Outcome:
 
 @dataclass
 class InlineExecutor:
-    """Jobs one after the other in this process (the default; timings stay honest)."""
+    """Jobs one after the other in this process (the default; timings stay honest): one :func:`run_chapters` per
+    seed, sharing one stop event, so an interrupt skips every job after it."""
 
     def run(self, jobs: Sequence[Job], root: Path) -> list[Outcome]:
         stop = threading.Event()
-        outcomes: list[Outcome] = []
-        with stop_on_signals(stop):
-            for k, (chapter, opts) in enumerate(jobs, start=1):
-                if stop.is_set():
-                    outcomes.append(Outcome(chapter, 0.0, 0, len(chapter.claims), "not run",
-                                            "skipped after an interrupt", seed=opts.seed))
-                    continue
-                print(f"[{k}/{len(jobs)}] {chapter.slug} seed {opts.seed}: executing ...", flush=True)
-                outcome = execute_chapter(chapter, opts, root, stop)
-                print(f"{chapter.slug} seed {opts.seed}: {outcome.describe()} in {outcome.seconds:.1f} s", flush=True)
-                outcomes.append(outcome)
-        return outcomes
+        by_seed: dict[RunOptions, list[Chapter]] = {}
+        for chapter, opts in jobs:
+            by_seed.setdefault(opts, []).append(chapter)
+        return [o for opts, chapters in by_seed.items() for o in run_chapters(chapters, opts, root, stop=stop)]
 
 
 def _family(job: submitit.Job) -> list[psutil.Process]:
@@ -126,8 +119,7 @@ class SubmititExecutor:
                 for k in running:
                     done[k] = mark_interrupted(*jobs[k])
                 for k, (chapter, opts) in pending:
-                    done[k] = Outcome(chapter, 0.0, 0, len(chapter.claims), "not run", "skipped after an interrupt",
-                                      seed=opts.seed)
+                    done[k] = Outcome.not_run(chapter, opts.seed)
         return [done[k] for k in sorted(done)]
 
     def _stop(self, running: dict[int, submitit.Job]) -> None:

@@ -91,6 +91,11 @@ class Outcome:
     over_budget: bool = False
     seed: int = 0
 
+    @classmethod
+    def not_run(cls, chapter: Chapter, seed: int) -> "Outcome":
+        """A chapter skipped because an interrupt came before its turn."""
+        return cls(chapter, 0.0, 0, len(chapter.claims), "not run", "skipped after an interrupt", seed=seed)
+
     def describe(self) -> str:
         text = self.status + (" (over budget)" if self.over_budget else "")
         return text + (f": {self.error}" if self.error else "")
@@ -276,8 +281,7 @@ def run_chapters(chapters: list[Chapter], opts: RunOptions, root: Path, *, skip_
     with stop_on_signals(stop):
         for k, chapter in enumerate(chapters, start=1):
             if stop.is_set():
-                outcomes.append(Outcome(chapter, 0.0, 0, len(chapter.claims), "not run", "skipped after an interrupt",
-                                        seed=opts.seed))
+                outcomes.append(Outcome.not_run(chapter, opts.seed))
                 continue
             if skip_up_to_date and is_up_to_date(chapter, opts, root):
                 res = read_results(results_path(chapter, opts.out)) or {}

@@ -320,6 +320,15 @@ def test_local_executor_runs_each_seed_apart_and_writes_robustness(tmp_path):
     assert row_a.split()[2:5] == ["1/2", "1", "0.5"] and row_a.split()[-1] == "NO"
 
 
+def test_inline_executor_runs_each_seed_into_its_own_folder(tmp_path):
+    chapters = write_toy_book(tmp_path, {"toy-passes": TOY_BODIES["toy-passes"]})
+    opts = RunOptions("fast", "cpu", 0, tmp_path / "out")
+    outcomes = run_seeds(chapters, opts, tmp_path, [0, 1], make_executor("inline", opts.out))
+    assert [(o.seed, o.status) for o in outcomes] == [(0, "passed"), (1, "failed")]
+    assert read_results(tmp_path / "out" / "seed-1" / "results" / "toy-passes.json")["seed"] == 1
+    assert read_results(tmp_path / "out" / "robustness.json")["chapters"]["toy-passes"]["claims"]["a"]["values"] == [0.5, 1.5]
+
+
 def test_slurm_submission_asks_for_partition_gpus_time_and_runs_the_job(tmp_path, monkeypatch):
     """What submitit would send to sbatch, with fake sbatch and srun on PATH (no cluster needed)."""
     bin_dir = tmp_path / "bin"
