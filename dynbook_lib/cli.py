@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -99,15 +100,17 @@ def make_parser() -> argparse.ArgumentParser:
                        help="execution timeout per chapter in seconds (default: 1200 fast, 10800 full)")
         p.add_argument("--threads", type=_positive("--threads"), default=None, metavar="N",
                        help="torch/OpenMP threads of each chapter's kernel (default: torch's own choice)")
+        p.add_argument("--jobs", type=_positive("--jobs"), default=1, metavar="N",
+                       help="chapters executing at once, each in its own process (default: 1, so timings stay "
+                            "honest); with N > 1 and no --threads, each gets CPUs/N threads")
         if name == "run":
             p.add_argument("--seeds", nargs="+", default=None, metavar="SEEDS",
                            help="run every chapter at each seed (0-4, or 0 1 2) into OUT/seed-N and write "
                                 "OUT/robustness.json")
             p.add_argument("--executor", default="inline", choices=EXECUTORS,
-                           help="where the jobs of --seeds run: inline (this process, one after the other), local "
-                                "(submitit's local pool, --jobs at once) or slurm (one job per chapter and seed)")
-            p.add_argument("--jobs", type=_positive("--jobs"), default=1, metavar="N",
-                           help="jobs at once with --executor local (default: 1, so timings stay honest)")
+                           help="where the jobs of --seeds run: inline (processes of this one, --jobs at once), "
+                                "local (submitit's local pool, --jobs at once) or slurm (one job per chapter and "
+                                "seed, all at once)")
             p.add_argument("--slurm-partition", default=None, metavar="NAME", help="Slurm partition")
             p.add_argument("--slurm-gpus", type=int, default=0, metavar="N", help="GPUs per Slurm job (default: 0)")
             p.add_argument("--slurm-time", type=_positive("--slurm-time"), default=60, metavar="MIN",
@@ -127,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run" and args.seeds is not None:
             seeds = parse_seeds(args.seeds)
-        if args.command == "run" and args.jobs > 1 and args.executor != "local":
-            raise ValueError(f"--jobs {args.jobs} needs --executor local (the {args.executor} executor runs "
-                             f"{'one job at a time' if args.executor == 'inline' else 'every job at once'})")
+        if args.command == "run" and args.jobs > 1 and args.executor == "slurm":
+            raise ValueError(f"--jobs {args.jobs} does not apply to --executor slurm (it submits every job at once); "
+                             "use it with inline or local")
         if args.command == "run" and args.executor != "inline" and seeds is None:
             seeds = [args.seed]
         root = runner.find_root()
@@ -151,14 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as err:
         print(f"dynbook: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    opts = runner.RunOptions(args.profile, args.device, args.seed, args.out.resolve(), args.timeout, args.threads)
+    threads = args.threads
+    if threads is None and args.jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        print(f"{args.jobs} chapters at once, {threads} thread{'s' * (threads > 1)} each (--threads to change)",
+              flush=True)
+    opts = runner.RunOptions(args.profile, args.device, args.seed, args.out.resolve(), args.timeout, threads)
     render_code = 0
     if seeds is not None:
         outcomes = runner.run_seeds(chapters, opts, root, seeds, executor)
     elif args.command == "run":
-        outcomes = runner.run_chapters(chapters, opts, root)
+        outcomes = runner.run_chapters(chapters, opts, root, jobs=args.jobs)
     else:
-        outcomes, render_code = runner.build_book(chapters, opts, root)
+        outcomes, render_code = runner.build_book(chapters, opts, root, jobs=args.jobs)
     print()
     print(runner.summary_table(outcomes))
     if seeds is not None and len(seeds) > 0:

@@ -52,15 +52,18 @@ def mark_interrupted(chapter: Chapter, opts: RunOptions) -> Outcome:
 
 @dataclass
 class InlineExecutor:
-    """Jobs one after the other in this process (the default; timings stay honest): one :func:`run_chapters` per
-    seed, sharing one stop event, so an interrupt skips every job after it."""
+    """Jobs from this process (the default): one :func:`run_chapters` per seed, ``jobs`` chapters at a time (one,
+    the default, keeps timings honest), sharing one stop event, so an interrupt skips every job after it."""
+
+    jobs: int = 1
 
     def run(self, jobs: Sequence[Job], root: Path) -> list[Outcome]:
         stop = threading.Event()
         by_seed: dict[RunOptions, list[Chapter]] = {}
         for chapter, opts in jobs:
             by_seed.setdefault(opts, []).append(chapter)
-        return [o for opts, chapters in by_seed.items() for o in run_chapters(chapters, opts, root, stop=stop)]
+        return [o for opts, chapters in by_seed.items()
+                for o in run_chapters(chapters, opts, root, stop=stop, jobs=self.jobs)]
 
 
 def _family(job: submitit.Job) -> list[psutil.Process]:
@@ -160,7 +163,7 @@ def make_executor(name: str, out: Path, *, jobs: int = 1, timeout_s: float = 120
                   slurm: SlurmOptions = SlurmOptions()) -> InlineExecutor | SubmititExecutor:
     """The executor called ``name`` (``inline``, ``local`` or ``slurm``), logging under ``out/submitit``."""
     if name == "inline":
-        return InlineExecutor()
+        return InlineExecutor(jobs=jobs)
     folder = out / "submitit" / "%j"
     if name == "local":
         local = submitit.LocalExecutor(folder=folder)

@@ -11,6 +11,7 @@ executed notebooks, and renders ``OUT/html`` with execution off and warnings as 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime
 import hashlib
@@ -273,29 +274,38 @@ def is_up_to_date(chapter: Chapter, opts: RunOptions, root: Path, lib_dir: Path 
 
 
 def run_chapters(chapters: list[Chapter], opts: RunOptions, root: Path, *, skip_up_to_date: bool = False,
-                 stop: threading.Event | None = None) -> list[Outcome]:
-    """Execute ``chapters`` one after the other; a failure in one never stops the next, an interrupt stops all."""
+                 stop: threading.Event | None = None, jobs: int = 1) -> list[Outcome]:
+    """Execute ``chapters``, ``jobs`` at a time (each in its own child process; default one after the other); a
+    failure in one never stops the next, an interrupt stops all. Outcomes come back in the order of ``chapters``."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs}")
     check_output_folder(opts.out)
     stop = stop or threading.Event()
-    outcomes: list[Outcome] = []
+
+    def attempt(k: int, chapter: Chapter) -> Outcome:
+        if stop.is_set():
+            return Outcome.not_run(chapter, opts.seed)
+        if skip_up_to_date and is_up_to_date(chapter, opts, root):
+            res = read_results(results_path(chapter, opts.out)) or {}
+            held, total, _ = _summarise(res, chapter)
+            print(f"{chapter.slug}: up to date, not executed again", flush=True)
+            return Outcome(chapter, float(res.get("seconds", 0.0)), held, total, "up to date",
+                           over_budget=bool(res.get("over_budget")), seed=opts.seed)
+        print(f"[{k}/{len(chapters)}] {chapter.slug}: executing ({opts.profile}, {opts.device}, seed {opts.seed}) "
+              "...", flush=True)
+        outcome = execute_chapter(chapter, opts, root, stop)
+        print(f"{chapter.slug}: {outcome.describe()} in {outcome.seconds:.1f} s", flush=True)
+        return outcome
+
     with stop_on_signals(stop):
-        for k, chapter in enumerate(chapters, start=1):
-            if stop.is_set():
-                outcomes.append(Outcome.not_run(chapter, opts.seed))
-                continue
-            if skip_up_to_date and is_up_to_date(chapter, opts, root):
-                res = read_results(results_path(chapter, opts.out)) or {}
-                held, total, _ = _summarise(res, chapter)
-                outcomes.append(Outcome(chapter, float(res.get("seconds", 0.0)), held, total, "up to date",
-                                        over_budget=bool(res.get("over_budget")), seed=opts.seed))
-                print(f"{chapter.slug}: up to date, not executed again", flush=True)
-                continue
-            print(f"[{k}/{len(chapters)}] {chapter.slug}: executing ({opts.profile}, {opts.device}, seed {opts.seed}) "
-                  "...", flush=True)
-            outcome = execute_chapter(chapter, opts, root, stop)
-            print(f"{chapter.slug}: {outcome.describe()} in {outcome.seconds:.1f} s", flush=True)
-            outcomes.append(outcome)
-    return outcomes
+        if jobs == 1:
+            return [attempt(k, chapter) for k, chapter in enumerate(chapters, start=1)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(attempt, k, chapter) for k, chapter in enumerate(chapters, start=1)]
+            # wait in short steps: the main thread must stay free to take Ctrl-C and SIGTERM
+            while not all(f.done() for f in futures):
+                concurrent.futures.wait(futures, timeout=0.2)
+            return [f.result() for f in futures]
 
 
 # --- summaries and exit codes ----------------------------------------------------------------------------------------
@@ -511,9 +521,10 @@ def render_book(stage: Path, out: Path) -> int:
     return code
 
 
-def build_book(chapters: list[Chapter], opts: RunOptions, root: Path) -> tuple[list[Outcome], int]:
-    """Execute what is not up to date, then render every written chapter that has an executed notebook."""
-    outcomes = run_chapters(chapters, opts, root, skip_up_to_date=True)
+def build_book(chapters: list[Chapter], opts: RunOptions, root: Path, jobs: int = 1) -> tuple[list[Outcome], int]:
+    """Execute what is not up to date (``jobs`` chapters at a time), then render every written chapter that has an
+    executed notebook."""
+    outcomes = run_chapters(chapters, opts, root, skip_up_to_date=True, jobs=jobs)
     if any(o.status in ("interrupted", "not run") for o in outcomes):
         return outcomes, 0
     stage = stage_book(written_chapters(root), opts.out, root)

@@ -41,7 +41,8 @@ BAD_INPUT = [
     (["run", "--seeds", "3-1"], "--seeds: the range 3-1 is empty; write LOW-HIGH with LOW <= HIGH, e.g. 0-4"),
     (["run", "--seeds", "x"], "--seeds: 'x' is not a seed or a range; write e.g. 0-4 or 0 1 2"),
     (["run", "--seeds", "0-1", "--executor", "local", "--jobs", "0"], "--jobs must be a positive integer, got '0'"),
-    (["run", "--seeds", "0-1", "--jobs", "2"], "--jobs 2 needs --executor local"),
+    (["run", "--seeds", "0-1", "--executor", "slurm", "--jobs", "2"], "--jobs 2 does not apply to --executor slurm"),
+    (["build", "--jobs", "two"], "--jobs must be a positive integer, got 'two'"),
     (["run", "--executor", "pbs"], "argument --executor: invalid choice: 'pbs' (choose from 'inline', 'local', 'slurm')"),
     (["run", "--timeout", "0"], "--timeout must be a positive number of seconds, got '0'"),
     (["run", "--threads", "two"], "--threads must be a positive integer, got 'two'"),
@@ -183,12 +184,13 @@ def toy_book(tmp_path_factory):
     root = tmp_path_factory.mktemp("toybook")
     chapters = write_toy_book(root, TOY_BODIES)
     out = root / "out"
-    outcomes = run_chapters(chapters, RunOptions("fast", "cpu", 0, out), root)
+    outcomes = run_chapters(chapters, RunOptions("fast", "cpu", 0, out), root, jobs=2)  # two at once
     return root, chapters, out, outcomes
 
 
 def test_every_chapter_is_attempted_and_failures_are_reported(toy_book):
     _, chapters, out, outcomes = toy_book
+    assert [o.chapter for o in outcomes] == chapters  # in the order asked for, though two ran at once
     assert [o.status for o in outcomes] == ["crashed", "failed", "passed", "crashed"]
     assert "RuntimeError: boom halfway" in outcomes[0].error
     assert outcomes[1].error == "1 of 2 claims do not hold"
@@ -358,10 +360,13 @@ def test_slurm_submission_asks_for_partition_gpus_time_and_runs_the_job(tmp_path
 # --- signals, sent to a real `dynbook run` ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_the_running_chapter_marks_it_interrupted_and_skips_the_rest(sig, root, tmp_path):
+@pytest.mark.parametrize("sig,jobs", [(signal.SIGINT, 1), (signal.SIGTERM, 2)], ids=["SIGINT", "SIGTERM-2-jobs"])
+def test_a_signal_stops_the_running_chapter_marks_it_interrupted_and_skips_the_rest(sig, jobs, root, tmp_path):
+    """Sequentially, and with two chapters at once (diagonal-networks and alrao running, gaussian-preactivations
+    waiting): every running chapter is interrupted, every waiting one not run."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "dynbook_lib", "run", "diagonal-networks", "gaussian-preactivations",
+    chapters = ["diagonal-networks"] + (["alrao"] if jobs == 2 else []) + ["gaussian-preactivations"]
+    proc = subprocess.Popen([sys.executable, "-m", "dynbook_lib", "run", *chapters, "--jobs", str(jobs),
                              "--device", "cpu", "--out", str(out)], cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -375,7 +380,10 @@ def test_a_signal_stops_the_running_chapter_marks_it_interrupted_and_skips_the_r
     # generous, so that a slow machine stays green: a completed chapter would say "passed", not "interrupted"
     assert time.monotonic() - sent < 60, "stopping took too long"
     assert read_results(results)["status"] == "interrupted"
+    if jobs == 2:
+        assert read_results(out / "results" / "alrao.json")["status"] == "interrupted"
     assert "interrupted" in stdout and "gaussian-preactivations" in stdout and "not run" in stdout
+    assert not (out / "results" / "gaussian-preactivations.json").exists()
     assert "Kernel is running over TCP" not in stdout
     time.sleep(2)
     assert not processes_writing_to(out), "a kernel or child of the stopped run is still alive"
