@@ -167,7 +167,8 @@ class Alrao(nn.Module):
         n_heads: ``K``.
         eta_min, eta_max: the range of the learning rates.
         seed: seed of the per-feature rates and of the heads' initialisations.
-        theta: the switch's prior probability of not switching per step.
+        theta: the switch's prior probability that a sequence of heads can switch (again); ``1 - theta`` is the
+            prior probability of keeping its head for good.
 
     ``forward`` returns the log-probabilities of the mixture, ``log sum_j a_j p_j(y | x)``, shape ``(n, C)``.
     """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -282,7 +282,12 @@ def gd_diagonal(
         generator: the source of minibatch indices.
         loss_tol: full-data loss below which every run has converged.
         max_time: gradient-flow time after which every run stops.
-        parametrization: ``"uv"`` or ``"pm"``.
+        parametrization: ``"uv"`` or ``"pm"``. Use ``"pm"`` at tiny ``alpha``: once the integrated gradient
+            ``|sum_k gamma_k g_k,i|`` exceeds about 18 (``ln(2^53) / 2``), ``|u_i|`` and ``|v_i|`` agree to machine
+            precision and ``u_i^2 - v_i^2`` is rounding noise, so a coordinate that grew and must later change sign
+            cannot (a coordinate's integrated gradient reaches ``ln(1/alpha)`` before it grows: 37 at 1e-16, 138 at
+            1e-60); ``"pm"`` keeps the invariant as the product ``w_plus w_minus``, which float64 holds to relative
+            precision.
         record_every: keep ``beta`` every so many steps (for trajectory plots).
     """
     n, d = X.shape
@@ -301,6 +306,9 @@ def gd_diagonal(
         raise ValueError("lr=None (the adaptive schedule) needs full batch and no momentum; give a fixed lr")
     if batch_size is not None and (generator is None or not 0 < batch_size <= n):
         raise ValueError(f"SGD needs a generator and 0 < batch_size <= n={n}; got batch_size={batch_size}")
+    if parametrization not in get_args(Parametrization):
+        raise ValueError(f"parametrization must be one of {', '.join(map(repr, get_args(Parametrization)))}; "
+                         f"got {parametrization!r}")
     if parametrization == "pm" and (heavy_ball or decay):
         raise ValueError('parametrization="pm" supports plain (S)GD only (no momentum, no weight decay)')
     Xn = X / n

@@ -243,8 +243,10 @@ DYNAMICS_FAST = DynamicsConfig(
     momenta=(0.9, 0.95, 0.975), momentum_steps=100_000, alpha_decay=1.0, weight_decays=(4e-3, 2e-3, 1e-3),
     lambda_t_max=5.0, decay_steps=120_000, seeds=(0,),
 )
-# The full profile of (b) keeps the specification's problem class and goes to far smaller scales (1e-100 is fine in
-# float64: alpha^2 = 1e-200), since the saddle-to-saddle picture is exact only as ln(1/alpha) -> infinity.
+# The full profile of (b) keeps the specification's problem class and goes to far smaller scales, since the
+# saddle-to-saddle picture is exact only as ln(1/alpha) -> infinity. alpha^2 = 1e-200 is representable in float64,
+# but u * v gradient descent loses u^2 - v^2 once a coordinate has grown (see gd_diagonal's ``parametrization``):
+# tiny scales need parametrization="pm" or the exact flow.
 DYNAMICS_FULL = DynamicsConfig(
     n=200, d=1000, k=20, n_test=5000, alpha_sgd=0.2, gd_factor=0.9, sgd_factors=(1.5, 2.5), gd_steps=400_000,
     sgd_steps=400_000, n_s2s=20, d_s2s=30, k_s2s=4, alphas_s2s=(1e-4, 1e-16, 1e-30, 1e-60, 1e-100),

@@ -7,16 +7,112 @@ headless runs never block. The static sweep draws the same panel at a few values
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.figure import Figure
 
 
+def figure_data(fig: Figure) -> list[np.ndarray]:
+    """The numbers a figure shows: every line's y values, every image's array, every scatter's offsets, every bar's
+    height (in the order the axes hold them)."""
+    data: list[np.ndarray] = []
+    for ax in fig.axes:
+        data += [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+        data += [np.asarray(im.get_array(), dtype=float) for im in ax.get_images()]
+        data += [np.asarray(c.get_offsets(), dtype=float) for c in ax.collections
+                 if hasattr(c, "get_offsets") and len(c.get_offsets())]
+        data += [np.asarray([p.get_height() for p in ax.patches if hasattr(p, "get_height")], dtype=float)]
+    return [d for d in data if d.size]
+
+
+def check_view(fig: Figure, what: str = "the explorer's default view") -> None:
+    """Raise a one-line ``ValueError`` when a figure shows nothing that moves: no data, a plotted series with no
+    finite value (all NaN or infinite), or every plotted series constant. (A series with some NaN is allowed: charts
+    leave gaps for diverged runs on purpose.)
+
+    Example:
+        >>> fig, ax = plt.subplots(); _ = ax.plot([0.3, 0.3, 0.3])
+        >>> check_view(fig)
+        Traceback (most recent call last):
+        ...
+        ValueError: the explorer's default view is flat: every plotted series is constant
+    """
+    data = figure_data(fig)
+    if not data:
+        raise ValueError(f"{what} plots no data")
+    empty = sum(not np.isfinite(d).any() for d in data)
+    if empty:
+        raise ValueError(f"{what} plots {empty} series with no finite value (all NaN or infinite)")
+    if all(np.ptp(d[np.isfinite(d)]) == 0 for d in data):
+        raise ValueError(f"{what} is flat: every plotted series is constant")
+
+
+def views_differ(a: Figure, b: Figure) -> bool:
+    """True when two figures plot different numbers (a knob that changes nothing gives False)."""
+    da, db = figure_data(a), figure_data(b)
+    return len(da) != len(db) or any(x.shape != y.shape or not np.allclose(x, y, equal_nan=True) for x, y in zip(da, db))
+
+
+CHECK_KNOBS_ENV = "DYNBOOK_CHECK_KNOBS"
+"""Set to 1 to make every explorer check, when it is built, that each of its knobs changes the figure."""
+
+
+def moved_value(control: widgets.ValueWidget) -> Any:
+    """A value of ``control`` next to its current one: one step up a slider (down at its top), the next option of a
+    list (the first after the last), the other state of a checkbox.
+
+    Example:
+        >>> moved_value(widgets.IntSlider(value=10, min=0, max=10, step=5)), moved_value(widgets.Checkbox(value=True))
+        (5, False)
+    """
+    if isinstance(control, widgets.Checkbox):
+        return not control.value
+    if hasattr(control, "options"):
+        values = [o[1] if isinstance(o, tuple) else o for o in control.options]
+        return values[(values.index(control.value) + 1) % len(values)]
+    if hasattr(control, "step") and hasattr(control, "max"):
+        up = control.value + control.step
+        return up if up <= control.max else control.value - control.step
+    raise TypeError(f"cannot move a {type(control).__name__}; knobs are sliders, lists and checkboxes")
+
+
+def check_knobs(draw: Callable[..., Figure], controls: Mapping[str, widgets.ValueWidget]) -> None:
+    """Draw the view with each knob moved one notch (:func:`moved_value`; the controls themselves are not touched)
+    and raise a one-line ``ValueError`` naming every knob whose move leaves the figure's numbers unchanged."""
+    values = {name: c.value for name, c in controls.items()}
+    base = draw(**values)
+    dead = []
+    for name, control in controls.items():
+        moved = draw(**{**values, name: moved_value(control)})
+        if not views_differ(base, moved):
+            dead.append(f"{name} ({control.value!r} -> {moved_value(control)!r})")
+        plt.close(moved)
+    plt.close(base)
+    if dead:
+        raise ValueError(f"the explorer's knobs change nothing in its figure: {', '.join(dead)}")
+
+
+def control_grid(controls: Sequence[widgets.Widget]) -> widgets.GridBox:
+    """The controls in a grid of cells at least 300 px wide that wraps to the page's width; a control with several
+    buttons (toggle buttons) takes a whole row, so none is squeezed below a usable width."""
+    for control in controls:
+        control.style.description_width = "initial"
+        control.layout.width = "auto"
+        if isinstance(control, (widgets.ToggleButtons, widgets.RadioButtons)):
+            control.layout.grid_column = "1 / -1"
+    return widgets.GridBox(list(controls), layout=widgets.Layout(
+        grid_template_columns="repeat(auto-fill, minmax(300px, 1fr))", grid_gap="4px 16px", width="100%"))
+
+
 def explorer(draw: Callable[..., Figure], controls: Mapping[str, widgets.ValueWidget]) -> widgets.VBox:
-    """A box of ``controls`` above the figure ``draw(**values)``, redrawn whenever a control changes.
+    """A grid of ``controls`` above the figure ``draw(**values)``, redrawn whenever a control changes. The default
+    view is checked (:func:`check_view`): a figure with NaN or with only constant series is an error, not a page;
+    with ``DYNBOOK_CHECK_KNOBS=1`` every knob must also change the figure (:func:`check_knobs`).
 
     Args:
         draw: returns a new figure for the controls' values, passed as keyword arguments named as in ``controls``.
@@ -24,22 +120,26 @@ def explorer(draw: Callable[..., Figure], controls: Mapping[str, widgets.ValueWi
 
     Example:
         >>> import ipywidgets as w
-        >>> box = explorer(lambda a: plt.figure(), {"a": w.FloatSlider(value=1.0)})
+        >>> box = explorer(lambda a: plt.figure().gca().plot([0, a]).pop().figure, {"a": w.FloatSlider(value=1.0)})
         >>> len(box.children)
         2
     """
     out = widgets.Output(layout=widgets.Layout(min_height="300px"))
 
-    def refresh(_: Any = None) -> None:
+    def refresh(_: Any = None, check: bool = False) -> None:
         fig = draw(**{name: c.value for name, c in controls.items()})
+        if check:
+            check_view(fig)
         out.outputs = ()
         out.append_display_data(fig)
         plt.close(fig)
 
     for control in controls.values():
         control.observe(refresh, names="value")
-    refresh()
-    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+    refresh(check=True)
+    if os.environ.get(CHECK_KNOBS_ENV) == "1":
+        check_knobs(draw, controls)
+    return widgets.VBox([control_grid(list(controls.values())), out])
 
 
 def log_slider(description: str, low: float, high: float, step: float, value: float) -> widgets.FloatSlider:

@@ -153,6 +153,10 @@ def test_rendered_page_has_figures_table_widget_colab_and_references(built_book,
         assert not src.startswith(("http:", "https:", "//")), f"{src} is not served by the book itself"
     refs = set(re.findall(r'href="#(footcite-[^"]+)"', page))
     assert refs and all(f'id="{r}"' in page for r in refs), "a footnote citation has no definition"
+    notes = page[page.index('id="references"'):] if 'id="references"' in page else page
+    links = re.findall(r'href="(https://(?:doi\.org|arxiv\.org|[\w.]*proceedings|papers\.nips|jmlr|openreview|icml|'
+                       r'ieeexplore)[^"]*)"', notes)
+    assert len(links) >= len(refs), "a footnoted reference does not link to its paper (doi or url)"
 
 
 def test_status_page_is_a_dashboard_of_each_chapter_run(built_book):

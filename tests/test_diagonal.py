@@ -245,3 +245,24 @@ def test_continuation_over_scales_equals_independent_solves():
     together = potential_minimizers(data.X, data.y, alphas)
     for i, a in enumerate(alphas):
         torch.testing.assert_close(together[i], potential_minimizer(data.X, data.y, float(a)).beta, rtol=1e-9, atol=1e-10)
+
+
+def test_uv_loses_the_invariant_at_tiny_alpha_and_pm_keeps_it():
+    """Regression (u * v in float64): a coordinate that grows first and must later change sign. At alpha = 1e-60 its
+    integrated gradient passes 138, |u_1| and |v_1| become equal to machine precision, and u * v stays >= 0 forever;
+    the w_plus/w_minus parametrisation crosses zero, as the exact flow does. At alpha = 1e-6 both cross."""
+    X = torch.tensor([[1.0, 0.8], [0.6, 0.3]], dtype=torch.float64)  # x_1 has the larger correlation with y ...
+    y = X @ torch.tensor([-0.5, 1.0], dtype=torch.float64)  # ... but the interpolator has beta_1 < 0
+    alphas = torch.tensor([1e-60, 1e-6], dtype=torch.float64)
+    runs = {p: gd_diagonal(X, y, alphas, max_steps=14_000, max_grad_step=0.05, loss_tol=0.0, parametrization=p,
+                           record_every=500) for p in ("uv", "pm")}
+    for run in runs.values():
+        assert float(run.history_beta[:, 0, 0].max()) > 0.2  # coordinate 1 grew first, positive
+    assert float(runs["pm"].beta[0, 0]) < 0 and float(runs["uv"].beta[0, 0]) > 0
+    assert float(runs["uv"].beta[1, 0]) == pytest.approx(-0.5, rel=1e-6) and float(runs["pm"].beta[1, 0]) < 0
+
+
+def test_unknown_parametrization_is_refused():
+    X, y = torch.eye(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="parametrization must be one of 'uv', 'pm'; got 'w'"):
+        gd_diagonal(X, y, 0.1, max_steps=1, lr=0.01, parametrization="w")

@@ -67,6 +67,31 @@ def test_every_citation_is_in_the_bibliography():
 
 
 @pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.slug)
+def test_chapter_states_its_goals_and_ends_with_exercises_and_hidden_solutions(chapter):
+    """A chapter opens with what the reader will learn and what it assumes, and ends (before its references) with 2-3
+    exercises, each followed by its solution in a collapsed block."""
+    text = chapter.source(ROOT).read_text()
+    first_code = text.index("```{code-cell}")
+    goals = text.find(":::{admonition} In this chapter")
+    assert 0 < goals < first_code, "the learning goals belong before the first code cell"
+    assert "**You will learn**" in text[goals:first_code] and "**It assumes**" in text[goals:first_code]
+    assert "## Exercises" in text and text.index("## Exercises") < text.index("## References")
+    section = text[text.index("## Exercises"):text.index("## References")]
+    exercises = re.findall(r"^:::\{admonition\} Exercise \d+$", section, flags=re.M)
+    solutions = re.findall(r"^:::\{admonition\} Solution\n:class: dropdown$", section, flags=re.M)
+    assert 2 <= len(exercises) <= 3 and len(solutions) == len(exercises), (len(exercises), len(solutions))
+
+
+def test_every_bibliography_entry_links_to_the_work():
+    """A reader can click through to every cited work: each entry has a ``doi`` or a ``url`` (arXiv, proceedings)."""
+    entries = re.split(r"^@", (ROOT / "book" / "references.bib").read_text(), flags=re.M)[1:]
+    assert len(entries) >= 60
+    unlinked = [e.split(",", 1)[0].split("{", 1)[1] for e in entries
+                if not re.search(r"^\s*(doi|url)\s*=\s*\{(10\.\d{4,}/\S+|https://\S+)\}", e, flags=re.M)]
+    assert not unlinked, f"entries without a doi or url: {unlinked}"
+
+
+@pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.slug)
 def test_papermill_reads_every_parameter(chapter):
     """papermill parses the parameters cell line by line; a comment it cannot parse (an apostrophe, an ``=``) makes it
     drop that parameter with only a warning."""
