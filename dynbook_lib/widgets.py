@@ -8,21 +8,24 @@ headless runs never block. The static sweep draws the same panel at a few values
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 
-def figure_data(fig: Figure) -> list[np.ndarray]:
-    """The numbers a figure shows: every line's y values, every image's array, every scatter's offsets, every bar's
-    height (in the order the axes hold them)."""
+def figure_data(fig: Figure, line_x: bool = True) -> list[np.ndarray]:
+    """The numbers a figure shows: every line's points (``(N, 2)``, x and y, so that a marker line that moves is a
+    change; its y values only with ``line_x=False``), every image's array, every scatter's offsets, every bar's height
+    (in the order the axes hold them)."""
     data: list[np.ndarray] = []
     for ax in fig.axes:
-        data += [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+        data += [np.asarray(line.get_xydata() if line_x else line.get_ydata(), dtype=float) for line in ax.get_lines()]
         data += [np.asarray(im.get_array(), dtype=float) for im in ax.get_images()]
         data += [np.asarray(c.get_offsets(), dtype=float) for c in ax.collections
                  if hasattr(c, "get_offsets") and len(c.get_offsets())]
@@ -32,8 +35,8 @@ def figure_data(fig: Figure) -> list[np.ndarray]:
 
 def check_view(fig: Figure, what: str = "the explorer's default view") -> None:
     """Raise a one-line ``ValueError`` when a figure shows nothing that moves: no data, a plotted series with no
-    finite value (all NaN or infinite), or every plotted series constant. (A series with some NaN is allowed: charts
-    leave gaps for diverged runs on purpose.)
+    finite value (all NaN or infinite), or every plotted series constant (lines judged by their y values). (A series
+    with some NaN is allowed: charts leave gaps for diverged runs on purpose.)
 
     Example:
         >>> fig, ax = plt.subplots(); _ = ax.plot([0.3, 0.3, 0.3])
@@ -42,7 +45,7 @@ def check_view(fig: Figure, what: str = "the explorer's default view") -> None:
         ...
         ValueError: the explorer's default view is flat: every plotted series is constant
     """
-    data = figure_data(fig)
+    data = figure_data(fig, line_x=False)
     if not data:
         raise ValueError(f"{what} plots no data")
     empty = sum(not np.isfinite(d).any() for d in data)
@@ -83,16 +86,22 @@ def moved_value(control: widgets.ValueWidget) -> Any:
 
 def check_knobs(draw: Callable[..., Figure], controls: Mapping[str, widgets.ValueWidget]) -> None:
     """Draw the view with each knob moved one notch (:func:`moved_value`; the controls themselves are not touched)
-    and raise a one-line ``ValueError`` naming every knob whose move leaves the figure's numbers unchanged."""
+    and raise a one-line ``ValueError`` naming every knob whose move leaves the figure's numbers unchanged. The random
+    states of torch, numpy and ``random`` are restored afterwards, so a chapter computes the same with or without
+    the check."""
     values = {name: c.value for name, c in controls.items()}
-    base = draw(**values)
+    np_state, py_state = np.random.get_state(), random.getstate()
     dead = []
-    for name, control in controls.items():
-        moved = draw(**{**values, name: moved_value(control)})
-        if not views_differ(base, moved):
-            dead.append(f"{name} ({control.value!r} -> {moved_value(control)!r})")
-        plt.close(moved)
-    plt.close(base)
+    with torch.random.fork_rng(devices=[]):
+        base = draw(**values)
+        for name, control in controls.items():
+            moved = draw(**{**values, name: moved_value(control)})
+            if not views_differ(base, moved):
+                dead.append(f"{name} ({control.value!r} -> {moved_value(control)!r})")
+            plt.close(moved)
+        plt.close(base)
+    np.random.set_state(np_state)
+    random.setstate(py_state)
     if dead:
         raise ValueError(f"the explorer's knobs change nothing in its figure: {', '.join(dead)}")
 

@@ -2,17 +2,20 @@
 re-run compared with the build: results files and sanitised text outputs), the strict render, and the rendered pages
 in headless Chromium.
 
-The build runs once per session (``built_book``), two chapters at a time with one thread each; each test reads what
-it produced. The same-seed re-run (also two at a time, one thread each, so it is compared with a run under the same
-settings) covers half the chapters, chosen by the commit (``DYNBOOK_RERUN=all`` re-runs every chapter; so does
-``pytest --nbval`` over ``OUT/executed``, see the README), so that ``make test`` stays under 15 minutes on 2 cores.
+The build runs once per session (``built_book``), two chapters at a time with one thread each, with every explorer
+checking its knobs; each test reads what it produced. The same-seed re-run (also two at a time, one thread each, so
+it is compared with a run under the same settings) covers a third of the chapters, rotating with the commit
+(``DYNBOOK_RERUN=all`` re-runs every chapter; so does ``pytest --nbval`` over ``OUT/executed``, see the README), and
+Chromium opens every page at two widths in one launch, so that ``make test`` stays under 15 minutes on 2 cores.
 """
 
 import configparser
 import contextlib
 import functools
 import hashlib
+import html
 import http.server
+import json
 import os
 import re
 import shutil
@@ -26,6 +29,7 @@ import pytest
 
 from dynbook_lib.chapters import written_chapters
 from dynbook_lib.core.results import git_commit, read_results, validate_results
+from dynbook_lib.widgets import CHECK_KNOBS_ENV
 from conftest import ROOT
 
 pytestmark = pytest.mark.book
@@ -37,15 +41,16 @@ PARALLEL = ["--jobs", "2", "--threads", "1"]
 chapter at a time with two threads (the fast profile's tensors are too small for a second thread to pay)."""
 
 
-def dynbook(*args, timeout=1800):
+def dynbook(*args, timeout=1800, env=None):
     return subprocess.run([sys.executable, "-m", "dynbook_lib", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory):
+    """The book built once; every explorer also checks that each of its knobs changes its figure."""
     out = tmp_path_factory.mktemp("book")
-    proc = dynbook("build", *OPTIONS, *PARALLEL, "--out", str(out))
+    proc = dynbook("build", *OPTIONS, *PARALLEL, "--out", str(out), env={CHECK_KNOBS_ENV: "1"})
     return out, proc
 
 
@@ -82,12 +87,16 @@ def test_each_chapter_executes_once_per_build(built_book):
     assert "Kernel is running over TCP" not in proc.stdout + proc.stderr
 
 
+RERUN_SHARE = 3
+"""The same-seed re-run takes every third chapter, which third rotating with the commit."""
+
+
 def rerun_chapters() -> list:
-    """Half the chapters, alternating with the commit, or all with ``DYNBOOK_RERUN=all``."""
+    """A third of the chapters, rotating with the commit, or all with ``DYNBOOK_RERUN=all``."""
     if os.environ.get("DYNBOOK_RERUN") == "all":
         return WRITTEN
-    parity = int(hashlib.sha256((git_commit(ROOT) or "").encode()).hexdigest(), 16) % 2
-    return [c for k, c in enumerate(WRITTEN) if k % 2 == parity]
+    turn = int(hashlib.sha256((git_commit(ROOT) or "").encode()).hexdigest(), 16) % RERUN_SHARE
+    return [c for k, c in enumerate(WRITTEN) if k % RERUN_SHARE == turn]
 
 
 def sanitised_outputs(path: Path) -> list[str]:
@@ -117,7 +126,8 @@ def sanitised_outputs(path: Path) -> list[str]:
 def test_same_seed_gives_the_same_results_and_outputs(built_book, tmp_path):
     out, _ = built_book
     chapters = rerun_chapters()
-    proc = dynbook("run", *[c.slug for c in chapters], *OPTIONS, *PARALLEL, "--out", str(tmp_path))
+    proc = dynbook("run", *[c.slug for c in chapters], *OPTIONS, *PARALLEL, "--out", str(tmp_path),
+                   env={CHECK_KNOBS_ENV: "1"})
     assert proc.returncode == 0, proc.stdout[-2000:]
     for chapter in chapters:
         first = read_results(out / "results" / f"{chapter.slug}.json")
@@ -175,8 +185,11 @@ def test_status_page_is_a_dashboard_of_each_chapter_run(built_book):
 
 @contextlib.contextmanager
 def serve(folder: Path):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -186,62 +199,86 @@ def serve(folder: Path):
         server.shutdown()
 
 
-def chromium(url: str, user_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+def chromium(url: str, user_dir: Path, *extra: str, budget_ms: int = 20000) -> subprocess.CompletedProcess:
     binary = shutil.which("chromium")
     assert binary, "Debian's chromium is not installed: run `make test`, which installs it"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={user_dir}",
-             "--virtual-time-budget=20000"]
-    return subprocess.run([binary, *flags, *extra, url], capture_output=True, text=True, timeout=180)
+             f"--virtual-time-budget={budget_ms}"]
+    return subprocess.run([binary, *flags, *extra, url], capture_output=True, text=True, timeout=300)
 
 
-VIEWPORT_CHECK = """<script>
-window.addEventListener("load", function () { setTimeout(function () {
-  var rows = document.querySelectorAll("table.dynbook-claims tbody tr"), inside = 0;
+WIDTHS = {"laptop": 1300, "phone": 400}
+
+PROBE = """<!DOCTYPE html><html><body><pre id="report">pending</pre>
+<script>
+var frames = [], pending = 0;
+function inspect(frame) {
+  var win = frame.contentWindow, doc = frame.contentDocument, rows = doc.querySelectorAll("table.dynbook-claims tbody tr");
+  var inside = 0, output = doc.querySelector(".widget-output");
   rows.forEach(function (row) {
     var badge = row.querySelector(".verdict-cell .dynbook-badge"), box = badge && badge.getBoundingClientRect();
-    var frame = row.closest(".cell_output, .output") || document.body, limit = frame.getBoundingClientRect();
-    if (box && box.width > 0 && box.left >= 0 && box.right <= Math.min(window.innerWidth, limit.right) + 1) inside++;
+    var cell = row.closest(".cell_output, .output") || doc.body, limit = cell.getBoundingClientRect();
+    if (box && box.width > 0 && box.left >= 0 && box.right <= Math.min(win.innerWidth, limit.right) + 1) inside++;
   });
-  document.body.setAttribute("data-verdicts", inside + "/" + rows.length);
-}, 1000); });
-</script>"""
+  return {stem: frame.dataset.stem, width: frame.dataset.width, rows: rows.length, inside: inside,
+          slider: !!doc.querySelector("[class*='widget-slider']"),
+          widget_figure: !!(output && output.querySelector("img[src^='data:image/png;base64,']")),
+          static_figures: doc.querySelectorAll("img[src^='../_images/']").length,
+          math: doc.querySelectorAll("mjx-container").length,
+          claims: Array.prototype.map.call(doc.querySelectorAll("[data-claim]"), function (e) { return e.dataset.claim; })};
+}
+function report() {
+  document.getElementById("report").textContent = JSON.stringify(frames.map(inspect));
+}
+PAGES.forEach(function (page) {
+  var frame = document.createElement("iframe");
+  frame.src = "notebooks/" + page.stem + ".html";
+  frame.dataset.stem = page.stem; frame.dataset.width = page.width;
+  frame.style.width = page.width + "px"; frame.style.height = "900px";
+  pending++;
+  frame.addEventListener("load", function () { if (--pending === 0) setTimeout(report, 5000); });
+  frames.push(frame); document.body.appendChild(frame);
+});
+</script></body></html>"""
 
 
-def rendered_dom(out: Path, chapter, width: int, profile: Path) -> str:
-    """The chapter page as headless Chromium renders it in a window ``width`` px wide (scripts run, the widget drawn
-    from its saved state, MathJax typeset), with the viewport probe's verdict count on ``<body data-verdicts>``."""
-    page = out / "html" / "notebooks" / f"{chapter.stem}.html"
-    probe = page.with_name(f"{chapter.stem}-probe-{width}.html")
-    probe.write_text(page.read_text().replace("</body>", VIEWPORT_CHECK + "</body>"))
+def browser_probe(out: Path, profile: Path) -> dict:
+    """Every chapter page rendered by headless Chromium at laptop and phone width, in one launch: a probe page holds
+    one frame per (chapter, width) and reports, once the frames have loaded and their scripts have run (the widget
+    drawn from its saved state, MathJax), what each shows."""
+    pages = [{"stem": c.stem, "width": w} for c in WRITTEN for w in WIDTHS.values()]
+    probe = out / "html" / "dynbook-probe.html"
+    probe.write_text(PROBE.replace("PAGES", json.dumps(pages)))
     try:
         with serve(out / "html") as base:
-            return chromium(f"{base}/notebooks/{probe.name}", profile, f"--window-size={width},900",
-                            "--dump-dom").stdout
+            dom = chromium(f"{base}/{probe.name}", profile, "--window-size=1400,900", "--dump-dom",
+                           budget_ms=60000).stdout
     finally:
         probe.unlink()
+    found = re.search(r'<pre id="report">(.*?)</pre>', dom, re.S)
+    assert found and found.group(1) != "pending", "the browser probe did not report: " + dom[-500:]
+    return {(r["stem"], int(r["width"])): r for r in json.loads(html.unescape(found.group(1)))}
 
 
-def verdicts_inside(dom: str) -> tuple[int, int]:
-    found = re.search(r'data-verdicts="(\d+)/(\d+)"', dom)
-    assert found, "the viewport check did not run"
-    inside, rows = map(int, found.groups())
-    return inside, rows
+@pytest.fixture(scope="session")
+def browser_report(built_book, tmp_path_factory):
+    out, _ = built_book
+    return browser_probe(out, tmp_path_factory.mktemp("chromium"))
 
 
 @pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.slug)
-def test_chapter_page_in_headless_chromium_at_laptop_and_phone_width(built_book, chapter, tmp_path):
+def test_chapter_page_in_headless_chromium_at_laptop_and_phone_width(browser_report, chapter):
     """At 1300 px: the widget's controls and figure drawn from the saved state by the self-hosted JavaScript, the
     static figures, the claims table and typeset math; at 1300 px and on a phone (400 px) the verdict badge of every
     row of the reproduction table lies inside the window."""
-    out, _ = built_book
-    dom = rendered_dom(out, chapter, 1300, tmp_path / "profile")
-    assert re.search(r'class="[^"]*widget-slider', dom), "the widget's slider was not rendered"
-    output = dom[dom.index("widget-output"):]
-    assert re.search(r'<img[^>]+src="data:image/png;base64,', output), "the widget's figure was not rendered"
-    assert re.search(r'<img[^>]+src="\.\./_images/[^"]+\.png"', dom)
-    assert 'class="dynbook-claims"' in dom and all(name in dom for name in chapter.claims)
-    assert "<mjx-container" in dom, "MathJax did not typeset the page"
-    for width, page in ((1300, dom), (400, rendered_dom(out, chapter, 400, tmp_path / "profile-phone"))):
-        inside, rows = verdicts_inside(page)
-        assert rows >= len(chapter.claims) and inside == rows, f"{inside} of {rows} verdicts inside {width} px"
+    page = browser_report[(chapter.stem, WIDTHS["laptop"])]
+    assert page["slider"], "the widget's slider was not rendered"
+    assert page["widget_figure"], "the widget's figure was not rendered"
+    assert page["static_figures"] >= 2
+    assert set(chapter.claims) <= set(page["claims"]), "a claim is missing from the rendered table"
+    assert page["math"] > 0, "MathJax did not typeset the page"
+    for width in WIDTHS.values():
+        page = browser_report[(chapter.stem, width)]
+        assert page["rows"] >= len(chapter.claims) and page["inside"] == page["rows"], (
+            f"{page['inside']} of {page['rows']} verdicts inside {width} px")

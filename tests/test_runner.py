@@ -18,7 +18,7 @@ import yaml
 
 from dynbook_lib import __version__, runner
 from dynbook_lib.chapters import CHAPTERS, Chapter, get_chapter
-from dynbook_lib.cli import parse_seeds
+from dynbook_lib.cli import main, parse_seeds
 from dynbook_lib.core.results import read_results, validate_results
 from dynbook_lib.executors import SlurmOptions, make_executor
 from dynbook_lib.runner import (RunOptions, all_passed, exit_code, is_up_to_date, robustness_table, run_chapters,
@@ -49,14 +49,28 @@ BAD_INPUT = [
 ]
 
 
+def main_in_process(args: list[str]) -> int:
+    """``dynbook ARGS`` in this process (what the command does, without the start-up of a new Python)."""
+    try:
+        return main(args)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+
+
 @pytest.mark.parametrize("args,message", BAD_INPUT)
-def test_bad_input_gives_one_clear_line_and_no_results(args, message, root, tmp_path):
+def test_bad_input_gives_one_clear_line_and_no_results(args, message, tmp_path, capsys):
     out = tmp_path / "out"
-    proc = dynbook(*args, "--out", str(out), cwd=root)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dynbook: error: ") and message in lines[0], proc.stderr
+    assert main_in_process([*args, "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dynbook: error: ") and message in lines[0], lines
     assert not (out / "results").exists()
+
+
+def test_bad_input_from_the_shell_exits_2_with_one_line(root, tmp_path):
+    proc = dynbook("run", "diagonal-network", "--out", str(tmp_path / "out"), cwd=root)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(
+        "dynbook: error: unknown chapter 'diagonal-network'; did you mean 'diagonal-networks'?")
 
 
 def test_unwritten_chapter_is_named_with_the_written_ones(root, tmp_path):
@@ -270,14 +284,15 @@ def test_environment_is_restored_after_a_run(toy_book):
 def test_over_budget_is_flagged_not_failed_and_a_hung_chapter_times_out(tmp_path):
     chapters = write_toy_book(tmp_path, {"toy-passes": TOY_BODIES["toy-passes"],
                                          "toy-hangs": "import time\ntime.sleep(600)"})
-    outcomes = run_chapters(chapters, RunOptions("fast", "cpu", 0, tmp_path / "out", timeout_s=20, budget_s=0.5),
-                            tmp_path)
-    slow, hung = outcomes
+    out = tmp_path / "out"
+    (slow,) = run_chapters(chapters[:1], RunOptions("fast", "cpu", 0, out, timeout_s=600, budget_s=0.5), tmp_path)
+    (hung,) = run_chapters(chapters[1:], RunOptions("fast", "cpu", 0, out, timeout_s=8, budget_s=0.5), tmp_path)
+    outcomes = [slow, hung]
     assert slow.status == "passed" and slow.over_budget and "passed (over budget)" in summary_table(outcomes)
     assert exit_code([slow]) == 0
     res = read_results(tmp_path / "out" / "results" / "toy-passes.json")
     assert res["over_budget"] is True and res["budget_s"] == 0.5 and res["status"] == "passed"
-    assert hung.status == "timed out" and hung.seconds < 300 and "execution timeout of 20 s" in hung.error
+    assert hung.status == "timed out" and hung.seconds < 300 and "execution timeout of 8 s" in hung.error
     assert read_results(tmp_path / "out" / "results" / "toy-hangs.json")["status"] == "timed out"
     assert exit_code(outcomes) == 3
 

@@ -24,7 +24,9 @@ def test_figure_data_reads_lines_images_scatters_and_bars():
     a.scatter([0, 1], [2, 3])
     b.imshow(np.eye(2))
     b.bar([0, 1], [4, 5])
-    assert [d.tolist() for d in figure_data(fig)] == [[1, 2, 3], [[0, 2], [1, 3]], np.eye(2).tolist(), [4, 5]]
+    assert [d.tolist() for d in figure_data(fig)] == [[[0, 1], [1, 2], [2, 3]], [[0, 2], [1, 3]], np.eye(2).tolist(),
+                                                      [4, 5]]
+    assert figure_data(fig, line_x=False)[0].tolist() == [1, 2, 3]
     plt.close("all")
 
 
@@ -44,6 +46,15 @@ def test_a_view_that_moves_passes_even_with_a_gap():
     fig = plt.figure()
     with pytest.raises(ValueError, match="plots no data"):
         check_view(fig)
+    plt.close("all")
+
+
+def test_a_marker_line_that_moves_is_a_change():
+    """Chapter 04's damping knob moves only a vertical marker: its x position is what changes."""
+    a, b = plt.figure(), plt.figure()
+    a.gca().axvline(1e-3)
+    b.gca().axvline(1e-2)
+    assert views_differ(a, b)
     plt.close("all")
 
 
@@ -113,4 +124,20 @@ def test_check_knobs_names_the_knob_that_changes_nothing(monkeypatch):
     with pytest.raises(ValueError, match="log_step"):
         explorer(draw, controls)
     assert controls["log_step"].value == 0.0  # the check never moves the controls themselves
+    plt.close("all")
+
+
+def test_check_knobs_leaves_the_random_streams_as_it_found_them():
+    import random
+
+    import torch
+
+    def draw(a):
+        return line_figure([0.0, a + float(torch.rand(())) + np.random.rand() + random.random()])
+
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    expected = (float(torch.rand(())), np.random.rand(), random.random())
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    check_knobs(draw, {"a": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.5)})
+    assert (float(torch.rand(())), np.random.rand(), random.random()) == expected
     plt.close("all")
