@@ -219,6 +219,19 @@ class TrainingCurve:
         return float(self.iterations[hit[0, 0]]) if len(hit) else math.inf
 
 
+def bernoulli_on(generator: torch.Generator, probs: torch.Tensor) -> torch.Tensor:
+    """Bernoulli draws with ``probs``, made on the generator's device and returned on ``probs``'s: a CPU generator
+    gives the same draws whether the model runs on the CPU or a GPU (PyTorch refuses a CPU generator for CUDA
+    tensors).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> bernoulli_on(g, torch.tensor([0.0, 1.0])).tolist()
+        [0.0, 1.0]
+    """
+    return torch.bernoulli(probs.to(generator.device), generator=generator).to(probs.device)
+
+
 def train_autoencoder(name: str, hyper: dict[str, float], x: torch.Tensor, *, widths: tuple[int, ...], steps: int,
                       batch_size: int, seed: int, record_every: int = 10, basis_every: int = 10,
                       stats_every: int = 1, sampled_fisher: bool = True) -> TrainingCurve:
@@ -253,7 +266,7 @@ def train_autoencoder(name: str, hyper: dict[str, float], x: torch.Tensor, *, wi
         opt.zero_grad()
         logits = model(batch)
         if sampled_fisher and isinstance(opt, KFACOptimizer) and opt.wants_statistics:
-            sampled = torch.bernoulli(torch.sigmoid(logits.detach()), generator=gen)
+            sampled = bernoulli_on(gen, torch.sigmoid(logits.detach()))
             bce(logits, sampled).backward(retain_graph=True)
             opt.zero_grad()
         loss = bce(logits, batch)

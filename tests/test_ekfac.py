@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dynbook_lib.data import digits_tensors, mnist1d_tensors
-from dynbook_lib.ekfac import KFACOptimizer
+from dynbook_lib.ekfac import KFACOptimizer, bernoulli_on
 from dynbook_lib.fisher import EKFACFisher, KFACFisher
 from dynbook_lib.tangent import tangent_factors
 from helpers import assert_close
@@ -172,3 +172,15 @@ def test_mnist_idx_reader_on_small_files(tmp_path):
     assert np.array_equal(read_idx(tmp_path / MNIST_FILES["y_test"]), data["y_test"].numpy())
     with pytest.raises(FileNotFoundError, match="download=True"):
         mnist_tensors(tmp_path / "missing")
+
+
+def test_sampled_fisher_draws_follow_the_generator_not_the_model_device():
+    """Regression: the full profile crashed on a GPU because the Bernoulli draws of the sampled Fisher used a CPU
+    generator on CUDA logits. The draws are made on the generator's device: the same on any model device."""
+    probs = torch.linspace(0, 1, 50, dtype=F64)
+    a = bernoulli_on(torch.Generator().manual_seed(3), probs)
+    b = torch.bernoulli(probs, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.device == probs.device
+    if torch.cuda.is_available():  # the GPU job: CUDA probabilities with a CPU generator
+        c = bernoulli_on(torch.Generator().manual_seed(3), probs.cuda())
+        assert c.device.type == "cuda" and torch.equal(c.cpu(), a)
