@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import nbformat
-import yaml
 
 import dynbook_lib
 from dynbook_lib.chapters import Chapter, written_chapters
@@ -473,33 +472,29 @@ def _stage_notebook(executed: Path, target: Path) -> None:
     nbformat.write(nb, target)
 
 
-def _toc_without(toc_path: Path, files: set[str]) -> str:
-    """The table of contents with ``files`` left out, and any part they leave empty."""
-    toc = yaml.safe_load(toc_path.read_text())
-    parts = []
-    for part in toc.get("parts", []):
-        kept = [entry for entry in part.get("chapters", []) if entry.get("file") not in files]
-        if kept:
-            parts.append({**part, "chapters": kept})
-    toc["parts"] = parts
-    return yaml.safe_dump(toc, sort_keys=False)
+def _stub_page(chapter: Chapter) -> str:
+    """The page that stands in for a chapter this build did not execute, so that links to it still resolve."""
+    return (f"# {chapter.number:02d} {chapter.title}\n\nThis chapter was not executed in this build, so its page is "
+            f"empty. `dynbook build {chapter.slug}` (or `dynbook build`, for every chapter) executes and renders "
+            f"it.\n")
 
 
 def stage_book(chapters: list[Chapter], out: Path, root: Path) -> Path:
-    """Copy the book tree into ``out/_stage`` with the executed notebooks in ``notebooks/`` and no sources."""
+    """Copy the book tree into ``out/_stage`` with the executed notebooks in ``notebooks/`` and no sources. A chapter
+    without an executed notebook gets a stub page saying how to build it: the table of contents stays whole and the
+    chapters' links to one another resolve in a partial build."""
     stage = out / "_stage"
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "notebooks").mkdir(parents=True)
     shutil.copy2(root / "_config.yml", stage / "_config.yml")
+    shutil.copy2(root / "_toc.yml", stage / "_toc.yml")
     shutil.copytree(root / "book", stage / "book")
-    missing = set()
     for chapter in chapters:
         executed = executed_path(chapter, out)
         if executed.exists():
             _stage_notebook(executed, stage / "notebooks" / executed.name)
         else:
-            missing.add(f"notebooks/{chapter.stem}")
-    (stage / "_toc.yml").write_text(_toc_without(root / "_toc.yml", missing))
+            (stage / "notebooks" / f"{chapter.stem}.md").write_text(_stub_page(chapter))
     status = stage / "book" / "status.md"
     status.write_text(status.read_text().replace(STATUS_MARKER, status_markdown(chapters, out)))
     return stage

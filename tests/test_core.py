@@ -190,3 +190,11 @@ def test_results_are_standard_json_with_null_for_nan(tmp_path):
     write_json_atomic(path, {"a": float("nan"), "b": [float("inf"), 1.0]})
     assert path.read_text().split() == ["{", '"a":', "null,", '"b":', "[", "null,", "1.0", "]", "}"]
     assert oct(path.stat().st_mode & 0o777) == "0o644"
+
+
+def test_glue_refuses_a_name_the_prose_could_not_reference():
+    from dynbook_lib.core import glue
+
+    with pytest.raises(ValueError, match="a glue name must be an identifier, got 'kfac error'"):
+        glue("kfac error", 0.5)
+    glue("kfac_error", 0.5)  # outside a kernel: nothing shown, nothing raised

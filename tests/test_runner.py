@@ -14,7 +14,6 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-import yaml
 
 from dynbook_lib import __version__, runner
 from dynbook_lib.chapters import CHAPTERS, Chapter, get_chapter
@@ -416,10 +415,18 @@ def processes_writing_to(out: Path) -> list[psutil.Process]:
     return found
 
 
-def test_staged_toc_drops_a_part_left_empty_by_an_unexecuted_chapter(tmp_path):
-    # regression: removing the only chapter of a part used to leave an empty part, which Jupyter Book rejects
-    toc = tmp_path / "_toc.yml"
-    toc.write_text("format: jb-book\nroot: intro\nparts:\n  - caption: A\n    chapters:\n      - file: notebooks/01-a\n"
-                   "  - caption: B\n    chapters:\n      - file: notebooks/02-b\n      - file: notebooks/03-c\n")
-    staged = yaml.safe_load(runner._toc_without(toc, {"notebooks/01-a", "notebooks/03-c"}))
-    assert staged["parts"] == [{"caption": "B", "chapters": [{"file": "notebooks/02-b"}]}]
+def test_a_partial_build_stages_a_stub_for_every_chapter_it_did_not_execute(root, tmp_path):
+    """`dynbook build 04` renders one chapter; the others become stub pages, so the table of contents stays whole and
+    the links between chapters (learning goals, the introduction's list) resolve."""
+    out = tmp_path / "out"
+    executed = CHAPTERS[3]
+    (out / "executed").mkdir(parents=True)
+    nbformat_nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (out / "executed" / f"{executed.stem}.ipynb").write_text(json.dumps(nbformat_nb))
+    stage = runner.stage_book(list(CHAPTERS), out, root)
+    assert (stage / "_toc.yml").read_text() == (root / "_toc.yml").read_text()
+    assert (stage / "notebooks" / f"{executed.stem}.ipynb").exists()
+    for chapter in CHAPTERS:
+        if chapter is not executed:
+            stub = (stage / "notebooks" / f"{chapter.stem}.md").read_text()
+            assert stub.startswith(f"# {chapter.number:02d} {chapter.title}") and f"dynbook build {chapter.slug}" in stub
