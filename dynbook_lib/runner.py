@@ -517,8 +517,8 @@ def render_book(stage: Path, out: Path) -> int:
 
 
 def build_book(chapters: list[Chapter], opts: RunOptions, root: Path, jobs: int = 1) -> tuple[list[Outcome], int]:
-    """Execute what is not up to date (``jobs`` chapters at a time), then render every written chapter that has an
-    executed notebook."""
+    """Execute what is not up to date (``jobs`` chapters at a time), then render the book: every written chapter
+    with an executed notebook, a stub page for the others (:func:`stage_book`)."""
     outcomes = run_chapters(chapters, opts, root, skip_up_to_date=True, jobs=jobs)
     if any(o.status in ("interrupted", "not run") for o in outcomes):
         return outcomes, 0

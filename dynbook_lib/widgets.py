@@ -84,22 +84,25 @@ def moved_value(control: widgets.ValueWidget) -> Any:
     raise TypeError(f"cannot move a {type(control).__name__}; knobs are sliders, lists and checkboxes")
 
 
-def check_knobs(draw: Callable[..., Figure], controls: Mapping[str, widgets.ValueWidget]) -> None:
+def check_knobs(draw: Callable[..., Figure], controls: Mapping[str, widgets.ValueWidget],
+                base: Figure | None = None) -> None:
     """Draw the view with each knob moved one notch (:func:`moved_value`; the controls themselves are not touched)
-    and raise a one-line ``ValueError`` naming every knob whose move leaves the figure's numbers unchanged. The random
-    states of torch, numpy and ``random`` are restored afterwards, so a chapter computes the same with or without
-    the check."""
+    and raise a one-line ``ValueError`` naming every knob whose move leaves the figure's numbers unchanged. ``base``
+    is the view at the controls' values when the caller has drawn it already. The random states of torch, numpy and
+    ``random`` are restored afterwards, so a chapter computes the same with or without the check."""
     values = {name: c.value for name, c in controls.items()}
     np_state, py_state = np.random.get_state(), random.getstate()
     dead = []
     with torch.random.fork_rng(devices=[]):
-        base = draw(**values)
+        reference = base if base is not None else draw(**values)
         for name, control in controls.items():
-            moved = draw(**{**values, name: moved_value(control)})
-            if not views_differ(base, moved):
-                dead.append(f"{name} ({control.value!r} -> {moved_value(control)!r})")
+            value = moved_value(control)
+            moved = draw(**{**values, name: value})
+            if not views_differ(reference, moved):
+                dead.append(f"{name} ({control.value!r} -> {value!r})")
             plt.close(moved)
-        plt.close(base)
+        if base is None:
+            plt.close(reference)
     np.random.set_state(np_state)
     random.setstate(py_state)
     if dead:
@@ -120,7 +123,7 @@ def control_grid(controls: Sequence[widgets.Widget]) -> widgets.GridBox:
 
 def explorer(draw: Callable[..., Figure], controls: Mapping[str, widgets.ValueWidget]) -> widgets.VBox:
     """A grid of ``controls`` above the figure ``draw(**values)``, redrawn whenever a control changes. The default
-    view is checked (:func:`check_view`): a figure with NaN or with only constant series is an error, not a page;
+    view is checked (:func:`check_view`): a series with no finite value, or only constant series, is an error;
     with ``DYNBOOK_CHECK_KNOBS=1`` every knob must also change the figure (:func:`check_knobs`).
 
     Args:
@@ -135,19 +138,21 @@ def explorer(draw: Callable[..., Figure], controls: Mapping[str, widgets.ValueWi
     """
     out = widgets.Output(layout=widgets.Layout(min_height="300px"))
 
-    def refresh(_: Any = None, check: bool = False) -> None:
-        fig = draw(**{name: c.value for name, c in controls.items()})
-        if check:
-            check_view(fig)
+    def show(fig: Figure) -> None:
         out.outputs = ()
         out.append_display_data(fig)
         plt.close(fig)
 
+    def refresh(_: Any = None) -> None:
+        show(draw(**{name: c.value for name, c in controls.items()}))
+
     for control in controls.values():
         control.observe(refresh, names="value")
-    refresh(check=True)
+    default = draw(**{name: c.value for name, c in controls.items()})
+    check_view(default)
     if os.environ.get(CHECK_KNOBS_ENV) == "1":
-        check_knobs(draw, controls)
+        check_knobs(draw, controls, base=default)
+    show(default)
     return widgets.VBox([control_grid(list(controls.values())), out])
 
 
