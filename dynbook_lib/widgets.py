@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from dynbook_lib.plotting import grid_shape, panels
+
 
 def figure_data(fig: Figure, line_x: bool = True) -> list[np.ndarray]:
     """The numbers a figure shows: every line's points (``(N, 2)``, x and y, so that a marker line that moves is a
@@ -170,21 +172,22 @@ def static_sweep(
     values: Sequence[Any],
     *,
     title: Callable[[Any], str],
-    ncols: int = 4,
-    panel_size: tuple[float, float] = (3.2, 2.6),
+    ncols: int = 3,
+    row_height: float | None = None,
     sharey: bool = True,
 ) -> Figure:
-    """Small multiples: ``panel(ax, value)`` for each value, in a grid, with ``title(value)`` above each.
+    """Small multiples: ``panel(ax, value)`` for each value, ``ncols`` a row across the book's column, with
+    ``title(value)`` above each.
 
     Example:
         >>> fig = static_sweep(lambda ax, v: ax.plot([0, v]), [1, 2], title=str)
         >>> len(fig.axes)
         2
     """
-    ncols = min(ncols, len(values))
-    nrows = -(-len(values) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-                             sharey=sharey, squeeze=False)
+    if not values:
+        raise ValueError("static_sweep needs at least one value to draw")
+    nrows, ncols = grid_shape(len(values), max_columns=ncols)
+    fig, axes = panels(nrows, ncols, row_height=row_height, sharey=sharey, squeeze=False)
     for ax, value in zip(axes.flat, values):
         panel(ax, value)
         ax.set_title(title(value))

@@ -225,6 +225,9 @@ function inspect(frame) {
           slider: !!doc.querySelector("[class*='widget-slider']"),
           widget_figure: !!(output && output.querySelector("img[src^='data:image/png;base64,']")),
           static_figures: doc.querySelectorAll("img[src^='../_images/']").length,
+          shrunk: Array.prototype.filter.call(doc.querySelectorAll("img[src^='../_images/'], .widget-output img"),
+            function (img) { return img.clientWidth > 0 && img.naturalWidth > img.clientWidth + 2; })
+            .map(function (img) { return img.naturalWidth + " px shown at " + img.clientWidth; }),
           math: doc.querySelectorAll("mjx-container").length,
           claims: Array.prototype.map.call(doc.querySelectorAll("[data-claim]"), function (e) { return e.dataset.claim; })};
 }
@@ -271,13 +274,15 @@ def browser_report(built_book, tmp_path_factory):
 def test_chapter_page_in_headless_chromium_at_laptop_and_phone_width(browser_report, chapter):
     """At 1300 px: the widget's controls and figure drawn from the saved state by the self-hosted JavaScript, the
     static figures, the claims table and typeset math; at 1300 px and on a phone (400 px) the verdict badge of every
-    row of the reproduction table lies inside the window."""
+    row of the reproduction table lies inside the window; at 1300 px no figure is shrunk to fit the column (its text
+    would be smaller than the style's 9-10 pt)."""
     page = browser_report[(chapter.stem, WIDTHS["laptop"])]
     assert page["slider"], "the widget's slider was not rendered"
     assert page["widget_figure"], "the widget's figure was not rendered"
     assert page["static_figures"] >= 2
     assert set(chapter.claims) <= set(page["claims"]), "a claim is missing from the rendered table"
     assert page["math"] > 0, "MathJax did not typeset the page"
+    assert not page["shrunk"], f"figures wider than the column, shrunk: {page['shrunk']}"
     for width in WIDTHS.values():
         page = browser_report[(chapter.stem, width)]
         assert page["rows"] >= len(chapter.claims) and page["inside"] == page["rows"], (

@@ -82,6 +82,20 @@ def test_chapter_states_its_goals_and_ends_with_exercises_and_hidden_solutions(c
     assert 2 <= len(exercises) <= 3 and len(solutions) == len(exercises), (len(exercises), len(solutions))
 
 
+@pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.slug)
+def test_figures_are_sized_for_the_column_and_prose_numbers_are_glued(chapter):
+    """Figures come from ``plotting.panels`` or ``static_sweep`` (sized for the book's column: no hand-set figsize
+    that the page would shrink), and numbers the prose quotes from the run are glued (myst-nb ``glue``), each glued
+    name used in the text."""
+    text = chapter.source(ROOT).read_text()
+    assert "figsize" not in text, "size figures with dynbook_lib.plotting.panels, not figsize"
+    glued = set(re.findall(r"""glue\(f?["']([\w{}.()]+)["']""", text))
+    used = set(re.findall(r"\{glue:(?:text)?\}`(\w+)", text))
+    assert used, "no number in the prose is glued from the run"
+    literal = {name for name in glued if name.isidentifier()}
+    assert literal <= used, f"glued but never shown: {literal - used}"
+
+
 def test_every_bibliography_entry_links_to_the_work():
     """A reader can click through to every cited work: each entry has a ``doi`` or a ``url`` (arXiv, proceedings)."""
     entries = re.split(r"^@", (ROOT / "book" / "references.bib").read_text(), flags=re.M)[1:]
