@@ -3,6 +3,8 @@
 The network, potential, solvers and the (S)GD loop are those of :mod:`dynbook_lib.diagonal`; this module adds the
 objects that describe *how* training gets to its solution:
 
+* the exact gradient flow from scale ``alpha`` in rescaled time (an implicit ODE solve, valid down to alpha = 1e-150),
+  and how fast it approaches the saddle-to-saddle path over many random instances;
 * the per-coordinate gain ``ln(alpha / alpha_inf)`` of (S)GD (Even, Pesme, Gunasekar & Flammarion 2023);
 * the saddle-to-saddle path of vanishing initialisation (Pesme & Flammarion 2023), computed exactly by a
   Lasso-homotopy-like algorithm, and the tools to compare it with a simulated trajectory;
@@ -13,10 +15,12 @@ objects that describe *how* training gets to its solution:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.integrate import solve_ivp
 from scipy.optimize import lsq_linear
 
 
@@ -159,6 +163,133 @@ def plateau_errors(path: SaddleToSaddle, times: torch.Tensor, betas: torch.Tenso
         j = int(torch.argmin((times - mid).abs()))
         errors.append(float(torch.linalg.vector_norm(betas[j] - path.betas[k]) / torch.linalg.vector_norm(path.betas[k])))
     return torch.tensor(errors, dtype=times.dtype)
+
+
+def exact_flow(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    alpha: float,
+    times: torch.Tensor | np.ndarray,
+    *,
+    method: str = "LSODA",
+    rtol: float = 1e-8,
+) -> torch.Tensor:
+    """Gradient flow of the diagonal network ``beta = u * v`` from ``u = sqrt(2) alpha, v = 0`` on
+    ``L(beta) = ||X beta - y||^2 / (2n)``, solved as an ODE in rescaled time ``t~ = t / ln(1/alpha)``.
+
+    With ``s(t~) = -int_0^t~ grad L(beta)``, the flow is ``beta = alpha^2 sinh(ln(1/alpha^2) s)`` exactly (``u^2 - v^2``
+    is conserved), so ``ds/dt~ = -grad L(alpha^2 sinh(ln(1/alpha^2) s))``. This ODE is stiff once a coordinate is
+    macroscopic (its Jacobian ``-H diag(dbeta/ds)`` grows like ``ln(1/alpha) |beta|``), so it is solved by an implicit
+    method with the exact Jacobian. Unlike u * v gradient descent in float64, nothing is lost at tiny ``alpha``:
+    ``beta`` is evaluated from ``s`` in log space.
+
+    Args:
+        X: ``(n, d)`` inputs.
+        y: ``(n,)`` targets.
+        alpha: the initialisation scale, in ``[1e-150, 1)``.
+        times: increasing rescaled times ``t~ >= 0`` at which to report ``beta``.
+        method: ``"LSODA"``, ``"Radau"`` or ``"BDF"`` (scipy's stiff solvers).
+        rtol: relative tolerance of the solver (absolute tolerance ``1e-12`` on ``s``).
+
+    Returns:
+        ``(len(times), d)`` the flow's ``beta`` (float64, on ``X``'s device).
+
+    Example:
+        >>> X, y = torch.eye(2, dtype=torch.float64), torch.tensor([1.0, -0.5], dtype=torch.float64)
+        >>> [round(b, 6) for b in exact_flow(X, y, 1e-3, [0.0, 20.0])[-1].tolist()]
+        [1.0, -0.5]
+    """
+    if not 1e-150 <= alpha < 1:
+        raise ValueError(f"exact_flow needs alpha in [1e-150, 1), got {alpha}")
+    if method not in ("LSODA", "Radau", "BDF"):
+        raise ValueError(f"method must be one of 'LSODA', 'Radau', 'BDF' (stiff solvers), got {method!r}")
+    t = np.asarray(torch.as_tensor(times, dtype=torch.float64).cpu())
+    if t.ndim != 1 or len(t) == 0 or t[0] < 0 or np.any(np.diff(t) <= 0):
+        raise ValueError("times must be a non-empty increasing 1-D sequence of rescaled times >= 0")
+    Xn, yn = X.detach().cpu().double().numpy(), y.detach().cpu().double().numpy()
+    n = Xn.shape[0]
+    H, b = Xn.T @ Xn / n, Xn.T @ yn / n
+    gain = 2 * math.log(1 / alpha)
+    log_half = 2 * math.log(alpha) - math.log(2)  # log(alpha^2 / 2)
+    cap = 700 - log_half  # keeps exp finite during rejected trial steps; real paths stay far below it
+
+    def beta(s: np.ndarray) -> np.ndarray:
+        a = np.minimum(gain * np.abs(s), cap)
+        return np.sign(s) * (np.exp(log_half + a) - np.exp(log_half - a))
+
+    def dbeta(s: np.ndarray) -> np.ndarray:
+        a = np.minimum(gain * np.abs(s), cap)
+        return gain * (np.exp(log_half + a) + np.exp(log_half - a))
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        sol = solve_ivp(lambda _, s: b - H @ beta(s), (0.0, float(t[-1])), np.zeros(Xn.shape[1]), method=method,
+                        jac=lambda _, s: -H * dbeta(s)[None, :], t_eval=t, rtol=rtol, atol=1e-12)
+    if not sol.success:
+        raise RuntimeError(f"the flow's ODE solver failed at alpha = {alpha:g}: {sol.message}")
+    return torch.tensor(np.array([beta(s) for s in sol.y.T]), dtype=torch.float64, device=X.device)
+
+
+@dataclass(frozen=True)
+class PathConvergence:
+    """How close the exact flow at each scale comes to the saddle-to-saddle path, over random instances.
+
+    Attributes:
+        alphas: the scales, largest first.
+        jump_error: ``(instances, len(alphas))`` the largest jump-time error of each instance, in rescaled time
+            (``inf`` where the flow skips a jump of the path: a plateau too short to be visited at that scale).
+        plateau_error: per instance, ``(plateaus, len(alphas))`` the relative error at the middle of each
+            intermediate plateau.
+        plateau_length: per instance, ``(plateaus,)`` each intermediate plateau's length in rescaled time.
+    """
+
+    alphas: tuple[float, ...]
+    jump_error: np.ndarray
+    plateau_error: list[np.ndarray]
+    plateau_length: list[np.ndarray]
+
+    def scaled_jump_error(self) -> np.ndarray:
+        """``jump_error * ln(1/alpha)``: bounded in ``alpha`` if the jump times converge like ``1/ln(1/alpha)``."""
+        return self.jump_error * np.log(1 / np.asarray(self.alphas))[None, :]
+
+    def plateaus_within(self, tol: float, min_length: float) -> np.ndarray:
+        """At each scale, the share of intermediate plateaus longer than ``min_length / ln(1/alpha_min)`` (long
+        enough to have a middle at the smallest scale) whose middle lies within ``tol`` of the predicted saddle."""
+        long_enough = min_length / math.log(1 / min(self.alphas))
+        errs = [e[lengths > long_enough] for e, lengths in zip(self.plateau_error, self.plateau_length)]
+        errs = np.concatenate(errs) if errs else np.zeros((0, len(self.alphas)))
+        if len(errs) == 0:
+            raise ValueError("no plateau is long enough to be scored")
+        return (errs < tol).mean(axis=0)
+
+
+def path_convergence(
+    instances: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    alphas: Sequence[float],
+    *,
+    points: int = 4001,
+    after: float = 0.5,
+) -> PathConvergence:
+    """Run the exact flow of every instance ``(X, y)`` at every scale and compare it with its saddle-to-saddle path.
+
+    Each flow is reported at ``points`` rescaled times from 0 to ``after`` past the path's last jump; jump times and
+    plateau errors are read with :func:`simulated_jump_times` and :func:`plateau_errors`.
+    """
+    alphas = tuple(sorted(alphas, reverse=True))
+    jumps, plateaus, lengths = [], [], []
+    for X, y in instances:
+        path = saddle_to_saddle(X, y)
+        t = torch.linspace(0, float(path.times[-1]) + after, points, dtype=torch.float64)
+        worst, errs = [], []
+        for alpha in alphas:
+            betas = exact_flow(X, y, alpha, t).cpu()
+            cpu_path = SaddleToSaddle(path.times.cpu(), path.betas.cpu(), path.signs.cpu())
+            err = (simulated_jump_times(cpu_path, t, betas) - cpu_path.times[1:]).abs()
+            worst.append(math.inf if bool(err.isnan().any()) else float(err.max()))
+            errs.append(plateau_errors(cpu_path, t, betas).numpy())
+        jumps.append(worst)
+        plateaus.append(np.stack(errs, axis=1) if errs[0].size else np.zeros((0, len(alphas))))
+        lengths.append(np.diff(path.times.cpu().numpy())[1:])
+    return PathConvergence(alphas, np.array(jumps), plateaus, lengths)
 
 
 def momentum_pairs(lam: float, momenta: tuple[float, ...]) -> list[tuple[float, float]]:

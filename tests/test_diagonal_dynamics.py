@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,8 +13,10 @@ from dynbook_lib.diagonal_dynamics import (
     DYNAMICS_FAST,
     DYNAMICS_FULL,
     coordinate_gain,
+    exact_flow,
     first_crossing,
     momentum_pairs,
+    path_convergence,
     plateau_errors,
     saddle_to_saddle,
     simulated_jump_times,
@@ -22,6 +25,72 @@ from dynbook_lib.diagonal_dynamics import (
 from helpers import assert_close
 
 F64 = torch.float64
+
+
+# --- the exact flow ------------------------------------------------------------------------------------------------------
+
+
+def test_exact_flow_one_coordinate_against_quadrature():
+    """d = n = 1, X = 1, y = 1: ds/dt~ = 1 - alpha^2 sinh(c s) with c = ln(1/alpha^2), so the time to reach s is the
+    integral of 1 / (1 - alpha^2 sinh(c u)) from 0 to s (scipy's quad, not an ODE solver)."""
+    from scipy.integrate import quad
+
+    alpha = 1e-20
+    c = math.log(1 / alpha**2)
+    s_star = math.asinh(1 / alpha**2) / c  # beta = 1, where the flow stops
+    s_grid = [0.3, 0.9, 0.99, 0.999 * s_star]
+    times = [quad(lambda u: 1 / (1 - alpha**2 * math.sinh(c * u)), 0, s, limit=200, epsabs=1e-13)[0] for s in s_grid]
+    beta = exact_flow(torch.ones(1, 1, dtype=F64), torch.ones(1, dtype=F64), alpha, times, rtol=1e-10)
+    expected = torch.tensor([alpha**2 * math.sinh(c * s) for s in s_grid], dtype=F64)
+    torch.testing.assert_close(beta[:, 0], expected, rtol=1e-5, atol=1e-30)
+
+
+def test_exact_flow_matches_small_step_gradient_descent():
+    """At alpha = 1e-4, gradient descent with small steps (w_plus/w_minus form) follows the flow: beta at the same
+    rescaled times agrees to the step's first-order error."""
+    data = sparse_regression(10, 12, 2, n_test=5, seed=3)
+    alpha = 1e-4
+    path = saddle_to_saddle(data.X, data.y)
+    horizon = float(path.times[-1]) + 0.3
+    run = gd_diagonal(data.X, data.y, torch.tensor([alpha], dtype=F64), max_steps=400_000, max_grad_step=5e-4,
+                      loss_tol=0.0, max_time=horizon * math.log(1 / alpha), record_every=50, parametrization="pm")
+    t = run.history_times[:, 0] / math.log(1 / alpha)
+    keep = torch.nonzero(t[1:] > t[:-1]).flatten() + 1
+    flow = exact_flow(data.X, data.y, alpha, t[keep])
+    gap = torch.linalg.vector_norm(flow - run.history_beta[keep, 0], dim=1).max()
+    assert gap < 0.004 * torch.linalg.vector_norm(path.betas[-1])  # measured 8e-4, 3.2e-3 at a 4x larger step
+
+
+def test_exact_flow_two_stiff_solvers_agree_at_alpha_1e_100():
+    data = sparse_regression(20, 30, 4, n_test=5, seed=0)
+    t = torch.linspace(0, 2.0, 401, dtype=F64)
+    lsoda = exact_flow(data.X, data.y, 1e-100, t)
+    radau = exact_flow(data.X, data.y, 1e-100, t, method="Radau")
+    assert torch.isfinite(lsoda).all()
+    torch.testing.assert_close(lsoda, radau, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(alpha=1.0), "alpha in"), (dict(alpha=1e-200), "alpha in"), (dict(method="RK45"), "stiff"),
+    (dict(times=[0.0, 2.0, 1.0]), "increasing"), (dict(times=[-1.0, 1.0]), "increasing"),
+])
+def test_exact_flow_refuses_bad_input(kwargs, match):
+    args = dict(X=torch.eye(2, dtype=F64), y=torch.ones(2, dtype=F64), alpha=1e-3, times=[0.0, 1.0]) | kwargs
+    with pytest.raises(ValueError, match=match):
+        exact_flow(**args)
+
+
+def test_path_convergence_jump_error_falls_like_one_over_log():
+    """Pesme & Flammarion's limit on two random instances: the jump-time error times ln(1/alpha) stays put from
+    alpha = 1e-8 to 1e-60 while the error itself falls 7.5-fold, and plateau middles converge to the saddles."""
+    instances = [(d.X, d.y) for d in (sparse_regression(20, 30, 4, n_test=5, seed=s) for s in (0, 1))]
+    conv = path_convergence(instances, (1e-8, 1e-60), points=2001)
+    scaled = conv.scaled_jump_error()
+    assert np.all(np.isfinite(scaled))
+    assert np.all(np.abs(scaled[:, 1] / scaled[:, 0] - 1) < 0.25)
+    assert np.all(conv.jump_error[:, 1] < conv.jump_error[:, 0] / 5)
+    share = conv.plateaus_within(0.02, min_length=10)
+    assert share[1] == 1.0 and share[0] < 1.0
 
 
 # --- saddle to saddle ----------------------------------------------------------------------------------------------------
