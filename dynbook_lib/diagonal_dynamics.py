@@ -15,7 +15,7 @@ objects that describe *how* training gets to its solution:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,19 +251,27 @@ class PathConvergence:
         """``jump_error * ln(1/alpha)``: bounded in ``alpha`` if the jump times converge like ``1/ln(1/alpha)``."""
         return self.jump_error * np.log(1 / np.asarray(self.alphas))[None, :]
 
-    def plateaus_within(self, tol: float, min_length: float) -> np.ndarray:
-        """At each scale, the share of intermediate plateaus longer than ``min_length / ln(1/alpha_min)`` (long
-        enough to have a middle at the smallest scale) whose middle lies within ``tol`` of the predicted saddle."""
-        long_enough = min_length / math.log(1 / min(self.alphas))
+    def plateaus_within(self, tol: float, min_length: float, reference_alpha: float | None = None) -> np.ndarray:
+        """At each scale, the share of intermediate plateaus whose middle lies within ``tol`` (relative) of the
+        predicted saddle, among those longer than ``min_length / ln(1/reference_alpha)``: long enough to have a middle
+        at the reference scale (by default the smallest), since a jump lasts about ``1 / ln(1/alpha)``."""
+        reference = min(self.alphas) if reference_alpha is None else reference_alpha
+        long_enough = min_length / math.log(1 / reference)
         errs = [e[lengths > long_enough] for e, lengths in zip(self.plateau_error, self.plateau_length)]
         errs = np.concatenate(errs) if errs else np.zeros((0, len(self.alphas)))
         if len(errs) == 0:
-            raise ValueError("no plateau is long enough to be scored")
+            raise ValueError(f"no plateau is longer than {long_enough:.3g} in rescaled time")
         return (errs < tol).mean(axis=0)
+
+    def column(self, alpha: float) -> int:
+        """The index of scale ``alpha`` in ``alphas``."""
+        if alpha not in self.alphas:
+            raise ValueError(f"alpha = {alpha:g} was not run; the scales are {self.alphas}")
+        return self.alphas.index(alpha)
 
 
 def path_convergence(
-    instances: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    instances: Iterable[tuple[torch.Tensor, torch.Tensor]],
     alphas: Sequence[float],
     *,
     points: int = 4001,
@@ -340,7 +348,9 @@ class DynamicsConfig:
 
     (a) SGD and large steps on sparse regression ``(n, d, k)`` at scale ``alpha_sgd``: a small-step GD reference,
     GD with step ``gd_factor * step_scale(X)`` and SGD (batch 1) with steps ``sgd_factors * step_scale(X, 1)``.
-    (b) saddle-to-saddle on ``(n_s2s, d_s2s, k_s2s)`` with the scales ``alphas_s2s``.
+    (b) saddle-to-saddle on ``(n_s2s, d_s2s, k_s2s)``: gradient descent on one instance at the scales
+    ``alphas_s2s`` (the figures), and the exact flow on ``flow_instances`` random instances at ``flow_alphas`` (the
+    claims: how fast the flow approaches the limit path), each flow reported at ``flow_points`` times.
     (c) heavy-ball momentum at scale ``alpha_sgd`` with ``lambda = gamma / (1 - mu)^2`` in ``lambdas`` and three
     momenta each. (d) weight decay ``weight_decays`` from scale ``alpha_decay``, run to ``lambda t = lambda_t_max``.
     """
@@ -358,6 +368,9 @@ class DynamicsConfig:
     d_s2s: int
     k_s2s: int
     alphas_s2s: tuple[float, ...]
+    flow_alphas: tuple[float, ...]
+    flow_instances: int
+    flow_points: int
     lambdas: tuple[float, ...]
     momenta: tuple[float, ...]
     momentum_steps: int
@@ -370,7 +383,8 @@ class DynamicsConfig:
 
 DYNAMICS_FAST = DynamicsConfig(
     n=40, d=100, k=5, n_test=1000, alpha_sgd=0.2, gd_factor=0.9, sgd_factors=(1.5, 2.5), gd_steps=40_000,
-    sgd_steps=40_000, n_s2s=20, d_s2s=30, k_s2s=4, alphas_s2s=(1e-4, 1e-8, 1e-16, 1e-30), lambdas=(0.05, 0.5, 2.0),
+    sgd_steps=40_000, n_s2s=20, d_s2s=30, k_s2s=4, alphas_s2s=(1e-4, 1e-8, 1e-16, 1e-30),
+    flow_alphas=(1e-8, 1e-16, 1e-30, 1e-100), flow_instances=20, flow_points=4001, lambdas=(0.05, 0.5, 2.0),
     momenta=(0.9, 0.95, 0.975), momentum_steps=100_000, alpha_decay=1.0, weight_decays=(4e-3, 2e-3, 1e-3),
     lambda_t_max=5.0, decay_steps=120_000, seeds=(0,),
 )
@@ -381,6 +395,7 @@ DYNAMICS_FAST = DynamicsConfig(
 DYNAMICS_FULL = DynamicsConfig(
     n=200, d=1000, k=20, n_test=5000, alpha_sgd=0.2, gd_factor=0.9, sgd_factors=(1.5, 2.5), gd_steps=400_000,
     sgd_steps=400_000, n_s2s=20, d_s2s=30, k_s2s=4, alphas_s2s=(1e-4, 1e-16, 1e-30, 1e-60, 1e-100),
+    flow_alphas=(1e-8, 1e-16, 1e-30, 1e-60, 1e-100, 1e-150), flow_instances=100, flow_points=8001,
     lambdas=(0.05, 0.5, 2.0), momenta=(0.9, 0.95, 0.975), momentum_steps=1_000_000, alpha_decay=1.0,
     weight_decays=(4e-3, 2e-3, 1e-3), lambda_t_max=5.0, decay_steps=1_000_000, seeds=(0, 1, 2, 3, 4),
 )
