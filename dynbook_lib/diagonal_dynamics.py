@@ -312,6 +312,20 @@ def momentum_pairs(lam: float, momenta: tuple[float, ...]) -> list[tuple[float, 
     return [(lam * (1 - mu) ** 2, mu) for mu in momenta]
 
 
+def equal_step_pairs(step: float, lambdas: tuple[float, ...]) -> list[tuple[float, float]]:
+    """Step sizes and momenta ``(gamma, mu)`` with the same ``gamma / (1 - mu) = step`` (heavy ball's effective step)
+    but ``lambda = gamma / (1 - mu)^2`` in ``lambdas``: the control of the claim that only ``lambda`` matters.
+
+    Example:
+        >>> [(round(g, 12), round(mu, 12)) for g, mu in equal_step_pairs(0.05, (0.5, 1.0))]
+        [(0.005, 0.9), (0.0025, 0.95)]
+    """
+    if step <= 0 or not all(lam >= step for lam in lambdas):
+        raise ValueError(f"need step > 0 and every lambda >= step (so that mu = 1 - step / lambda is in [0, 1)); "
+                         f"got step={step}, lambdas={lambdas}")
+    return [(step**2 / lam, 1 - step / lam) for lam in lambdas]
+
+
 def first_crossing(times: torch.Tensor, values: torch.Tensor, level: float) -> float:
     """The first time at which ``values`` falls below ``level``, interpolated linearly; NaN if it never does.
 
@@ -352,7 +366,8 @@ class DynamicsConfig:
     ``alphas_s2s`` (the figures), and the exact flow on ``flow_instances`` random instances at ``flow_alphas`` (the
     claims: how fast the flow approaches the limit path), each flow reported at ``flow_points`` times.
     (c) heavy-ball momentum at scale ``alpha_sgd`` with ``lambda = gamma / (1 - mu)^2`` in ``lambdas`` and three
-    momenta each. (d) weight decay ``weight_decays`` from scale ``alpha_decay``, run to ``lambda t = lambda_t_max``.
+    momenta each, and the control: three pairs with the same ``gamma / (1 - mu) = control_step`` and ``lambda`` in
+    ``control_lambdas``. (d) weight decay ``weight_decays`` from scale ``alpha_decay``, run to ``lambda t = lambda_t_max``.
     """
 
     n: int
@@ -373,6 +388,8 @@ class DynamicsConfig:
     flow_points: int
     lambdas: tuple[float, ...]
     momenta: tuple[float, ...]
+    control_step: float
+    control_lambdas: tuple[float, ...]
     momentum_steps: int
     alpha_decay: float
     weight_decays: tuple[float, ...]
@@ -385,7 +402,8 @@ DYNAMICS_FAST = DynamicsConfig(
     n=40, d=100, k=5, n_test=1000, alpha_sgd=0.2, gd_factor=0.9, sgd_factors=(1.5, 2.5), gd_steps=40_000,
     sgd_steps=40_000, n_s2s=20, d_s2s=30, k_s2s=4, alphas_s2s=(1e-4, 1e-8, 1e-16, 1e-30),
     flow_alphas=(1e-8, 1e-16, 1e-30, 1e-100), flow_instances=20, flow_points=4001, lambdas=(0.05, 0.5, 2.0),
-    momenta=(0.9, 0.95, 0.975), momentum_steps=100_000, alpha_decay=1.0, weight_decays=(4e-3, 2e-3, 1e-3),
+    momenta=(0.9, 0.95, 0.975), control_step=0.05,
+    control_lambdas=(0.5, 1.0, 2.0), momentum_steps=100_000, alpha_decay=1.0, weight_decays=(4e-3, 2e-3, 1e-3),
     lambda_t_max=5.0, decay_steps=120_000, seeds=(0,),
 )
 # The full profile of (b) keeps the specification's problem class and goes to far smaller scales, since the
@@ -396,6 +414,7 @@ DYNAMICS_FULL = DynamicsConfig(
     n=200, d=1000, k=20, n_test=5000, alpha_sgd=0.2, gd_factor=0.9, sgd_factors=(1.5, 2.5), gd_steps=400_000,
     sgd_steps=400_000, n_s2s=20, d_s2s=30, k_s2s=4, alphas_s2s=(1e-4, 1e-16, 1e-30, 1e-60, 1e-100),
     flow_alphas=(1e-8, 1e-16, 1e-30, 1e-60, 1e-100, 1e-150), flow_instances=100, flow_points=8001,
-    lambdas=(0.05, 0.5, 2.0), momenta=(0.9, 0.95, 0.975), momentum_steps=1_000_000, alpha_decay=1.0,
+    lambdas=(0.05, 0.5, 2.0), momenta=(0.9, 0.95, 0.975), control_step=0.05,
+    control_lambdas=(0.5, 1.0, 2.0), momentum_steps=1_000_000, alpha_decay=1.0,
     weight_decays=(4e-3, 2e-3, 1e-3), lambda_t_max=5.0, decay_steps=1_000_000, seeds=(0, 1, 2, 3, 4),
 )
