@@ -118,7 +118,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         "heavy-tails",
         "Heavy tails of SGD",
         "VII Complexity of the dynamics",
-        ("estimator_matches_theory", "heavier_with_step", "lighter_with_batch"),
+        ("estimator_matches_theory", "heavier_with_step", "lighter_with_batch", "heavier_with_dimension"),
         ("critical_step_gives_alpha_two",),
     ),
 )

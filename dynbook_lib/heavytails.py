@@ -71,6 +71,29 @@ def tail_index_estimator(samples: torch.Tensor | np.ndarray, block_sizes: Sequen
     return float(np.median(estimates))
 
 
+def _log_norms(eta: float, d: int, b: int, n_samples: int, seed: int) -> np.ndarray:
+    """``log ||M e_1||`` on ``n_samples`` draws of ``M = I - (eta/b) sum_i a_i a_i^T``."""
+    gen = make_generator(seed)
+    a = torch.randn(n_samples, b, d, generator=gen, dtype=torch.float64)
+    e1 = torch.zeros(d, dtype=torch.float64)
+    e1[0] = 1
+    vec = e1 - (eta / b) * (a * a[:, :, :1]).sum(1)  # M e_1 = e_1 - (eta/b) sum_i a_i a_i1
+    return torch.log(torch.linalg.vector_norm(vec, dim=1)).numpy()
+
+
+def log_moment_drift(eta: float, d: int, b: int, *, n_samples: int = 100_000, seed: int = 0) -> float:
+    """``E log ||M e_1||`` by Monte Carlo: negative exactly when the recursion has a stationary law (Kesten); at or
+    above 0 the iterates wander off (their log-norm is a random walk without negative drift).
+
+    Example:
+        >>> log_moment_drift(0.5, 1, 1) < 0 < log_moment_drift(3.0, 1, 1)
+        True
+    """
+    if d < 1 or b < 1 or eta <= 0:
+        raise ValueError(f"need eta > 0, d >= 1 and b >= 1, got eta={eta}, d={d}, b={b}")
+    return float(_log_norms(eta, d, b, n_samples, seed).mean())
+
+
 def theoretical_tail_index(
     eta: float, d: int, b: int, *, n_samples: int = 200_000, seed: int = 0, alpha_max: float = 50.0
 ) -> float:
@@ -83,13 +106,7 @@ def theoretical_tail_index(
     Raises:
         ValueError: when ``E log ||M e_1|| >= 0`` (no stationary law: the iterates diverge).
     """
-    gen = make_generator(seed)
-    a = torch.randn(n_samples, b, d, generator=gen, dtype=torch.float64)
-    e1 = torch.zeros(d, dtype=torch.float64)
-    e1[0] = 1
-    vec = e1 - (eta / b) * (a * a[:, :, :1]).sum(1)  # M e_1 = e_1 - (eta/b) sum_i a_i a_i1
-    log_norm = torch.log(torch.linalg.vector_norm(vec, dim=1)).numpy()
-    return _root_of_log_moment(log_norm, alpha_max)
+    return _root_of_log_moment(_log_norms(eta, d, b, n_samples, seed), alpha_max)
 
 
 def _root_of_log_moment(log_norm: np.ndarray, alpha_max: float) -> float:
@@ -140,6 +157,7 @@ def sgd_linear_regression(
     seed: int,
     noise: float = 1.0,
     device: torch.device | str = "cpu",
+    unstable: str = "raise",
 ) -> torch.Tensor:
     """Independent chains of online SGD on Gaussian least squares, all step sizes at once.
 
@@ -152,10 +170,25 @@ def sgd_linear_regression(
         n_runs: chains per step size.
         n_steps: iterations (the returned iterates are the last ones).
         seed: seed of the generator on ``device``.
+        unstable: what to do with a step size that has no stationary law (``E log ||M e_1|| >= 0``, by
+            :func:`log_moment_drift` on 20 000 draws): ``"raise"`` (default), or ``"nan"`` to return NaN chains for
+            it. Its chains would diverge, and a tail index estimated from them would be a meaningless number.
 
     Returns:
         The final iterates, shape ``(E, n_runs, d)``, float64.
+
+    Raises:
+        ValueError: a step size without a stationary law, when ``unstable="raise"``.
     """
+    if unstable not in ("raise", "nan"):
+        raise ValueError(f"unstable must be 'raise' or 'nan', got {unstable!r}")
+    stable = []
+    for eta in torch.as_tensor(etas, dtype=torch.float64).reshape(-1).tolist():
+        drift = log_moment_drift(eta, d, batch_size, n_samples=20_000, seed=seed)
+        if drift >= 0 and unstable == "raise":
+            raise ValueError(f"eta = {eta:g} (d = {d}, b = {batch_size}) has no stationary law: E log||M e_1|| = "
+                             f"{drift:.3g} >= 0, so its chains diverge; use a smaller step")
+        stable.append(drift < 0)
     gen = make_generator(seed, device)
     etas = torch.as_tensor(etas, dtype=torch.float64, device=device).reshape(-1, 1, 1)
     E = etas.shape[0]
@@ -165,6 +198,7 @@ def sgd_linear_regression(
         y = noise * torch.randn(E, n_runs, batch_size, generator=gen, dtype=torch.float64, device=device)
         resid = (a @ x[..., None])[..., 0] - y  # (E, R, b)
         x = x - (etas / batch_size) * (resid[..., None] * a).sum(2)
+    x[~torch.tensor(stable, device=x.device)] = math.nan
     return x
 
 
@@ -184,6 +218,8 @@ class HeavyTailsConfig:
         n_runs, n_steps: chains per step size and iterations per chain.
         sweep_d: dimension of the step/batch sweep; sweep_etas and sweep_batches its grid.
         mc_samples: Monte-Carlo draws for the theoretical tail index.
+        dim_eta, dim_batch, dims: the dimension sweep at a fixed step and batch size (the stationary window above
+            ``eta_c`` closes within a few dimensions at a fixed step, so the sweep is short).
     """
 
     calib_ratios: tuple[float, ...]
@@ -193,13 +229,16 @@ class HeavyTailsConfig:
     sweep_etas: tuple[float, ...]
     sweep_batches: tuple[int, ...]
     mc_samples: int
+    dim_eta: float
+    dim_batch: int
+    dims: tuple[int, ...]
 
 
 HEAVY_TAILS_FAST = HeavyTailsConfig(
     calib_ratios=(1.2, 1.5, 2.0, 2.5, 3.0), n_runs=4000, n_steps=2000, sweep_d=2, sweep_etas=(1.0, 1.25, 1.5),
-    sweep_batches=(2, 3, 4, 6), mc_samples=200_000,
+    sweep_batches=(2, 3, 4, 6), mc_samples=200_000, dim_eta=1.2, dim_batch=4, dims=(1, 2, 3),
 )
 HEAVY_TAILS_FULL = HeavyTailsConfig(
     calib_ratios=(1.1, 1.2, 1.5, 2.0, 2.5, 3.0), n_runs=20_000, n_steps=5000, sweep_d=5, sweep_etas=(0.6, 0.7, 0.8, 0.9),
-    sweep_batches=(2, 3, 4, 5, 6, 8), mc_samples=1_000_000,
+    sweep_batches=(2, 3, 4, 5, 6, 8), mc_samples=1_000_000, dim_eta=1.2, dim_batch=4, dims=(1, 2, 3),
 )

@@ -11,6 +11,7 @@ from scipy.stats import levy_stable
 from dynbook_lib.heavytails import (
     HEAVY_TAILS_FULL,
     critical_step,
+    log_moment_drift,
     second_moment_factor,
     sgd_linear_regression,
     survival,
@@ -110,3 +111,27 @@ def test_full_profile_builds_on_cpu():
     assert x.shape == (len(cfg.sweep_etas), 8, cfg.sweep_d) and bool(torch.isfinite(x).all())
     assert math.isfinite(theoretical_tail_index(cfg.sweep_etas[-1], cfg.sweep_d, cfg.sweep_batches[-1],
                                                 n_samples=20_000))
+
+
+def test_chains_without_a_stationary_law_are_refused_or_flagged():
+    """eta = 3 at d = b = 1: E log|1 - 3 a^2| > 0, the chains diverge and an estimated tail index would be noise."""
+    assert log_moment_drift(3.0, 1, 1) > 0 > log_moment_drift(1.0, 1, 1)
+    with pytest.raises(ValueError, match="no stationary law"):
+        sgd_linear_regression(torch.tensor([1.0, 3.0]), d=1, batch_size=1, n_runs=10, n_steps=5, seed=0)
+    out = sgd_linear_regression(torch.tensor([1.0, 3.0]), d=1, batch_size=1, n_runs=10, n_steps=5, seed=0,
+                                unstable="nan")
+    assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).all()
+    with pytest.raises(ValueError, match="unstable must be"):
+        sgd_linear_regression(torch.tensor([1.0]), d=1, batch_size=1, n_runs=2, n_steps=1, seed=0, unstable="skip")
+
+
+def test_log_moment_drift_against_quadrature_in_one_dimension():
+    """d = b = 1: E log|1 - eta a^2| with a ~ N(0, 1), by quadrature split at the kink."""
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    eta = 1.5
+    kink = 1 / math.sqrt(eta)
+    f = lambda x: math.log(abs(1 - eta * x * x)) * 2 * norm.pdf(x)  # noqa: E731
+    exact = quad(f, 0, kink, limit=200)[0] + quad(f, kink, np.inf, limit=200)[0]
+    assert abs(log_moment_drift(eta, 1, 1, n_samples=400_000) - exact) < 0.01
