@@ -367,7 +367,9 @@ class DynamicsConfig:
     claims: how fast the flow approaches the limit path), each flow reported at ``flow_points`` times.
     (c) heavy-ball momentum at scale ``alpha_sgd`` with ``lambda = gamma / (1 - mu)^2`` in ``lambdas`` and three
     momenta each, and the control: three pairs with the same ``gamma / (1 - mu) = control_step`` and ``lambda`` in
-    ``control_lambdas``. (d) weight decay ``weight_decays`` from scale ``alpha_decay``, run to ``lambda t = lambda_t_max``.
+    ``control_lambdas``. (d) weight decay ``weight_decays`` from scale ``alpha_decay``, run to
+    ``lambda t = lambda_t_max``. The solver settings (step caps, loss tolerances, recording intervals) have the
+    defaults both profiles use.
     """
 
     n: int
@@ -396,6 +398,13 @@ class DynamicsConfig:
     lambda_t_max: float
     decay_steps: int
     seeds: tuple[int, ...]
+    small_step: float = 5e-3  # max_grad_step of small-step GD (sections a, b)
+    loss_tol: float = 1e-26  # section (a) stops below this train loss
+    s2s_max_steps: int = 2_000_000  # gradient descent of section (b)
+    s2s_record_every: int = 5
+    momentum_loss_tol: float = 1e-24
+    decay_grad_step: float = 0.02  # max_grad_step of section (d)
+    decay_record_every: int = 20
 
 
 DYNAMICS_FAST = DynamicsConfig(
