@@ -384,6 +384,7 @@ class DiagonalNetworksConfig:
         log10_alphas: the init scales of the sweep, as powers of ten.
         seeds: data seeds (the error bars of the full profile); the run's seed is added to each.
         max_steps, max_grad_step, max_curvature_step: gradient-descent budget and step schedule (see gd_diagonal).
+        transition_ns: training-set sizes of the transition figure (test error of argmin psi_alpha against alpha).
     """
 
     n: int
@@ -394,14 +395,15 @@ class DiagonalNetworksConfig:
     seeds: tuple[int, ...]
     max_steps: int
     max_grad_step: float
+    transition_ns: tuple[int, ...]
     max_curvature_step: float = 1.0
 
 
 DIAGONAL_FAST = DiagonalNetworksConfig(
     n=40, d=100, k=5, n_test=1000, log10_alphas=tuple(-3 + i / 3 for i in range(13)), seeds=(0,),
-    max_steps=40_000, max_grad_step=5e-3,
+    max_steps=40_000, max_grad_step=5e-3, transition_ns=(20, 30, 40, 60, 80),
 )
 DIAGONAL_FULL = DiagonalNetworksConfig(
     n=200, d=1000, k=20, n_test=5000, log10_alphas=tuple(float(e) for e in range(-30, 2)), seeds=(0, 1, 2, 3, 4),
-    max_steps=400_000, max_grad_step=2e-3,
+    max_steps=400_000, max_grad_step=2e-3, transition_ns=(100, 150, 200, 300, 400, 600),
 )
