@@ -85,7 +85,8 @@ CHAPTERS: tuple[Chapter, ...] = (
         "gaussian-preactivations",
         "Gaussian pre-activations: myth or reality?",
         "IV Initialisation",
-        ("pairs_variance_preserved", "relu_not_gaussian", "tanh_not_gaussian", "eoc_map_fails_narrow"),
+        ("pairs_variance_preserved", "pairs_near_gaussian_narrow", "relu_not_gaussian", "tanh_not_gaussian",
+         "eoc_map_fails_narrow"),
         ("pairs_gaussian_width1",),
     ),
     Chapter(

@@ -17,6 +17,7 @@ For ``theta = 2`` there is a closed form (Box-Muller): ``|W| = sqrt(Exp(1))`` an
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -38,8 +39,8 @@ def sample_weibull(theta: float, shape: tuple[int, ...], *, generator: torch.Gen
         >>> round(float((w**2).mean()), 1)  # E W^2 = Gamma(1 + 2/theta) = 1 for theta = 2
         1.0
     """
-    u = torch.rand(shape, generator=generator, dtype=dtype)
-    sign = torch.randint(0, 2, shape, generator=generator, dtype=dtype) * 2 - 1
+    u = torch.rand(shape, generator=generator, dtype=dtype, device=generator.device)
+    sign = torch.randint(0, 2, shape, generator=generator, dtype=dtype, device=generator.device) * 2 - 1
     return sign * (-torch.log1p(-u)) ** (1 / theta)
 
 
@@ -80,15 +81,30 @@ def exact_activation(theta: float, family: Family = "odd", *, t_max: float | Non
     """
     if theta <= 2:
         raise ValueError(f"the inversion needs theta > 2 (theta = 2 has a closed form); got {theta}")
+    if family not in ("odd", "positive"):
+        raise ValueError(f"family must be 'odd' or 'positive', got {family!r}")
+    log_y, cdf = _log_abs_y_cdf(float(theta), t_max, points)
+    return ActivationTable(theta, family, log_y, cdf)
+
+
+@functools.lru_cache(maxsize=16)
+def _log_abs_y_cdf(theta: float, t_max: float | None, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distribution function of ``log|Y|`` on a grid, computed once per ``theta`` (both families share it) and in
+    blocks of the grid, so that memory stays near 100 MB even when ``theta`` is close to 2 (the integrand decays
+    slowly there: about 1.6e5 nodes at theta = 2.05, a 3 GB matrix if done at once)."""
     rate = math.pi * (0.25 - 0.5 / theta)
     t_max = t_max or 30.0 / rate
     t = np.linspace(1e-9, t_max, int(t_max / 0.01) + 1)
     cf = log_abs_y_characteristic(t, theta)
     log_y = np.linspace(-12, 3, points)
-    integrand = np.imag(np.exp(-1j * np.outer(log_y, t)) * cf) / t
-    cdf = 0.5 - np.trapezoid(integrand, t, axis=1) / math.pi
-    cdf = np.maximum.accumulate(np.clip(cdf, 0, 1))  # monotone against quadrature noise
-    return ActivationTable(theta, family, log_y, cdf)
+    block = max(1, int(5e6 // len(t)))
+    integral = np.concatenate([
+        np.trapezoid(np.imag(np.exp(-1j * np.outer(log_y[i:i + block], t)) * cf) / t, t, axis=1)
+        for i in range(0, points, block)])
+    cdf = np.maximum.accumulate(np.clip(0.5 - integral / math.pi, 0, 1))  # monotone against quadrature noise
+    log_y.setflags(write=False)
+    cdf.setflags(write=False)
+    return log_y, cdf
 
 
 def activation(theta: float, family: Family = "odd"):
@@ -109,6 +125,11 @@ def fitted_form(x: np.ndarray, a: float, b: float, c: float, d: float, f: float,
 def fit_closed_form(table: ActivationTable, *, x_max: float = 4.0) -> tuple[np.ndarray, float]:
     """Least-squares fit of :func:`fitted_form` to an odd exact activation on ``[-x_max, x_max]``.
 
+    ``c`` and ``f`` are searched in ``(0, 10]`` and usually end at 10: the family is flat in that direction (for large
+    ``c`` and ``f`` its last two factors are nearly affine in ``|x|`` on the interval, and ``a, d, g`` compensate), so
+    the unbounded optimum is at infinity and the bound picks a point of the ridge. The fit error is the meaningful
+    output.
+
     Returns:
         The six constants ``(a, b, c, d, f, g)`` and the largest absolute difference on the fit interval.
     """
@@ -125,7 +146,7 @@ Kind = Literal["weibull-odd", "weibull-positive", "relu", "tanh"]
 
 def propagate(
     kind: Kind, *, width: int, depth: int, n_networks: int, seed: int, theta: float = 3.0,
-    sigma_w: float | None = None, sigma_b: float = 0.0,
+    sigma_w: float | None = None, sigma_b: float = 0.0, device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Pre-activations of ``n_networks`` independent networks on the input ``x = 1``, batched as one tensor.
 
@@ -136,10 +157,12 @@ def propagate(
     * ``relu``: ``W ~ N(0, sigma_w^2)`` (default ``sigma_w = sqrt 2``), ``phi = relu``;
     * ``tanh``: ``W ~ N(0, sigma_w^2)`` (default 1.2083), ``b ~ N(0, sigma_b^2)``, ``phi = tanh``.
 
+    All draws come from one generator on ``device`` (the exact activation's quantile map is evaluated on the CPU).
+
     Returns:
-        ``(depth, n_networks, width)`` pre-activations, float64.
+        ``(depth, n_networks, width)`` pre-activations, float64, on ``device``.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     if kind.startswith("weibull"):
         phi = activation(theta, "odd" if kind == "weibull-odd" else "positive")
     elif kind == "relu":
@@ -148,15 +171,16 @@ def propagate(
         phi, sigma_w = torch.tanh, sigma_w or 1.2083
     else:
         raise ValueError(f"unknown network kind {kind!r}; choose weibull-odd, weibull-positive, relu or tanh")
-    h = torch.randn(n_networks, width, generator=gen, dtype=torch.float64)
+    on = dict(generator=gen, dtype=torch.float64, device=gen.device)
+    h = torch.randn(n_networks, width, **on)
     out = [h]
     for _ in range(depth - 1):
         if kind.startswith("weibull"):
             w = sample_weibull(theta, (n_networks, width, width), generator=gen)
             bias = 0.0
         else:
-            w = sigma_w * torch.randn(n_networks, width, width, generator=gen, dtype=torch.float64)
-            bias = sigma_b * torch.randn(n_networks, width, generator=gen, dtype=torch.float64)
+            w = sigma_w * torch.randn(n_networks, width, width, **on)
+            bias = sigma_b * torch.randn(n_networks, width, **on)
         h = (w @ phi(h)[..., None])[..., 0] / math.sqrt(width) + bias
         out.append(h)
     return torch.stack(out)

@@ -98,6 +98,18 @@ def test_full_only_claim_is_shown_but_not_required_in_fast(monkeypatch):
     assert "fast_ok: 1 < 2 -> holds" in repr(record.table())
 
 
+def test_negative_finding_is_recorded_as_not_reproduced_anywhere(monkeypatch):
+    """A claim required in no profile (a measured negative finding) does not fail the run and says so plainly."""
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    record = ChapterRecord("toy", "fast", "cpu", 0)
+    record.check("fast_ok", "holds", 1.0, "<", 2.0, paper="p")
+    record.check("odd_family", "the odd family stays Gaussian", 1.2, "<", 0.5, paper="p", profiles=(),
+                 note="a negative finding")
+    assert record.all_hold()
+    html = record.table()._repr_html_()
+    assert ">not reproduced<" in html and "not reproduced at" not in html
+
+
 def test_record_rejects_bad_options_and_duplicate_claims(monkeypatch):
     monkeypatch.delenv(RESULTS_ENV, raising=False)
     with pytest.raises(ValueError, match="unknown profile"):

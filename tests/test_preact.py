@@ -114,3 +114,18 @@ def test_full_profile_builds_on_cpu():
         assert np.all(np.diff(table.cdf) >= 0) and table.cdf[-1] > 0.999
     h = propagate("weibull-odd", width=max(cfg.widths), depth=3, n_networks=16, seed=0, theta=max(cfg.thetas))
     assert h.shape == (3, 16, max(cfg.widths)) and bool(torch.isfinite(h).all())
+
+
+def test_activation_table_is_built_once_per_theta_and_in_bounded_memory():
+    """Both families share one cached inversion, and blocks of the grid keep memory low (theta near 2 needs ~1.6e5
+    quadrature nodes: a 3 GB matrix if computed at once)."""
+    odd, positive = exact_activation(3.5, "odd"), exact_activation(3.5, "positive")
+    assert odd.cdf is positive.cdf and not odd.cdf.flags.writeable
+    x = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    assert torch.allclose(odd(x).abs(), odd(-x).abs()) and bool((positive(x) > 0).all())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_propagate_runs_on_the_requested_device():
+    h = propagate("weibull-odd", width=2, depth=3, n_networks=64, seed=0, theta=3.0, device="cuda")
+    assert h.device.type == "cuda" and torch.isfinite(h).all()

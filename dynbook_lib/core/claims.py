@@ -312,7 +312,10 @@ class ReproductionTable:
     def verdict(self, c: Claim) -> str:
         if c.holds:
             return "holds"
-        return "fails" if c.required_in(self.profile) else f"not reproduced at {self.profile} size"
+        if c.required_in(self.profile):
+            return "fails"
+        # required in no profile: a negative finding recorded as such
+        return f"not reproduced at {self.profile} size" if c.profiles else "not reproduced"
 
     def _ours(self, c: Claim) -> str:
         parts = [f"needs {c.op} {format_number(c.threshold)}"]
