@@ -94,8 +94,8 @@ CHAPTERS: tuple[Chapter, ...] = (
         "penalty-prior",
         "A penalty as the influence of a Bayesian prior",
         "V Bayes",
-        ("prior_recovered", "kl_matches_penalty", "heat_residual_admissible", "weight_decay_not_admissible"),
-        ("one_over_n_is_bayesian",),
+        ("prior_recovered", "heat_residual_admissible", "weight_decay_not_admissible"),
+        ("one_over_n_is_bayesian", "kl_matches_penalty"),
     ),
     Chapter(
         8,

@@ -10,9 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-# A cell's output in the rendered book is 692 px wide in a 1300 px window; at the style's 100 dpi a figure of this
-# width is shown at its natural size, so its 9-10 pt text reads at 12-14 px instead of being shrunk.
-COLUMN_INCHES = 6.8
+# A cell's output in the rendered book is 692 px wide in a 1300 px window, a widget's output area 688 px; at the
+# style's 100 dpi a figure of this width (670 px, about 690 once saved with a tight bounding box) is shown at its
+# natural size, so its 9-10 pt text reads at 12-14 px instead of being shrunk.
+COLUMN_INCHES = 6.7
 # Narrower panels leave no room for tick labels: more panels wrap into more rows.
 MAX_COLUMNS = 4
 
@@ -61,7 +62,7 @@ def panels(
     Example:
         >>> fig, axes = panels(2, 2)
         >>> fig.get_size_inches().tolist(), axes.shape
-        ([6.8, 5.8], (2, 2))
+        ([6.7, 5.8], (2, 2))
     """
     if not 0 < width <= COLUMN_INCHES:
         raise ValueError(f"figure width {width} in is outside (0, {COLUMN_INCHES}] (the book's column); "

@@ -226,7 +226,7 @@ function inspect(frame) {
           widget_figure: !!(output && output.querySelector("img[src^='data:image/png;base64,']")),
           static_figures: doc.querySelectorAll("img[src^='../_images/']").length,
           shrunk: Array.prototype.filter.call(doc.querySelectorAll("img[src^='../_images/'], .widget-output img"),
-            function (img) { return img.clientWidth > 0 && img.naturalWidth > img.clientWidth + 2; })
+            function (img) { return img.clientWidth > 0 && img.naturalWidth > 1.02 * img.clientWidth; })
             .map(function (img) { return img.naturalWidth + " px shown at " + img.clientWidth; }),
           math: doc.querySelectorAll("mjx-container").length,
           claims: Array.prototype.map.call(doc.querySelectorAll("[data-claim]"), function (e) { return e.dataset.claim; })};
