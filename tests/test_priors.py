@@ -23,6 +23,7 @@ from dynbook_lib.priors import (
     mean_field_vi,
     monte_carlo_kl,
     predictive_nll,
+    penalty_from_prior,
     prior_by_fourier,
     prior_by_limit,
     semigroup_residual,
@@ -87,6 +88,38 @@ def test_prior_recovery_by_limit_and_by_fourier():
     grid, la = prior_by_fourier(cosine_penalty(1.0, 1.0), 0.5)
     inner = grid.abs() <= 4
     assert max_error_up_to_constant(la[inner], cosine_log_prior(1.0, 1.0)(grid[inner])) < 0.02
+
+
+@pytest.mark.parametrize("name, log_alpha, degree, tolerance", [
+    ("gaussian", lambda t: -(t**2) / 4.5, 4, 1e-10),
+    ("quartic", lambda t: -(t**4) / 4, 4, 1e-9),  # failed with a quadratic alone: 18 nats on [-4, 4]
+    ("double well", lambda t: -(t**4) / 8 + t**2 / 2, 4, 1e-9),
+    ("sextic", lambda t: -(t**6) / 6, 6, 1e-8),
+    ("cosine", lambda t: -(t**2) / 2 + torch.cos(t), 4, 0.02),
+    ("sine 2t", lambda t: -(t**2) / 2 + 0.5 * torch.sin(2 * t), 4, 0.03),
+    ("cosine 3t", lambda t: -(t**2) / 2 + 0.3 * torch.cos(3 * t), 4, 0.03),
+])
+def test_prior_by_fourier_recovers_a_family_of_priors(name, log_alpha, degree, tolerance):
+    """Penalties built from priors of known form (Gauss-Hermite KL): polynomial priors up to the fitted degree come back
+    exactly, bounded parts within the band limit up to the taper's error."""
+    grid, la = prior_by_fourier(penalty_from_prior(log_alpha), 0.5, degree=degree)
+    inner = grid.abs() <= 4
+    assert max_error_up_to_constant(la[inner], log_alpha(grid[inner])) < tolerance
+
+
+def test_prior_by_fourier_is_ill_posed_above_the_band_limit():
+    """A part of log alpha at a frequency whose gain exp(sigma0^2 xi^2 / 2) exceeds max_gain is lost: cos(8 t) at
+    sigma0 = 0.5 (gain e^8) comes back as nothing, an error of its full amplitude."""
+    log_alpha = lambda t: -(t**2) / 2 + 0.3 * torch.cos(8 * t)  # noqa: E731
+    grid, la = prior_by_fourier(penalty_from_prior(log_alpha), 0.5)
+    inner = grid.abs() <= 4
+    assert max_error_up_to_constant(la[inner], log_alpha(grid[inner])) > 0.25
+    assert max_error_up_to_constant(la[inner], -(grid[inner] ** 2) / 2) < 0.02
+
+
+def test_penalty_from_prior_is_the_closed_form_kl():
+    mu, sigma = torch.linspace(-2, 2, 9, dtype=F64), torch.linspace(0.2, 2, 9, dtype=F64)
+    assert_close(penalty_from_prior(cosine_log_prior(1.0, 1.0))(mu, sigma), cosine_penalty(1.0, 1.0)(mu, sigma))
 
 
 def test_log_normaliser_and_monte_carlo_kl_against_the_gaussian_closed_form():
