@@ -110,7 +110,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         "Diagonal linear networks II: stochasticity, large steps, momentum, saddle-to-saddle, grokking",
         "VI Implicit bias",
         ("limit_is_effective_potential", "sgd_beats_gd", "large_step_gd_concentrates",
-         "sgd_shrinks_uniformly", "jump_times_match", "plateaus_match", "ends_at_min_l1", "same_lambda_same_solution",
+         "sgd_flatter_than_large_step_gd", "jump_times_match", "plateaus_match", "ends_at_min_l1", "same_lambda_same_solution",
          "larger_lambda_less_sparse", "drop_time_scales_as_one_over_lambda", "ends_at_min_norm"),
         ("invariant_exact",),
     ),

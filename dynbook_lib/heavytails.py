@@ -158,6 +158,8 @@ def sgd_linear_regression(
     noise: float = 1.0,
     device: torch.device | str = "cpu",
     unstable: str = "raise",
+    stability_samples: int = 200_000,
+    stability_seed: int = 0,
 ) -> torch.Tensor:
     """Independent chains of online SGD on Gaussian least squares, all step sizes at once.
 
@@ -171,8 +173,10 @@ def sgd_linear_regression(
         n_steps: iterations (the returned iterates are the last ones).
         seed: seed of the generator on ``device``.
         unstable: what to do with a step size that has no stationary law (``E log ||M e_1|| >= 0``, by
-            :func:`log_moment_drift` on 20 000 draws): ``"raise"`` (default), or ``"nan"`` to return NaN chains for
-            it. Its chains would diverge, and a tail index estimated from them would be a meaningless number.
+            :func:`log_moment_drift`): ``"raise"`` (default), or ``"nan"`` to return NaN chains for it. Its chains
+            would diverge, and a tail index estimated from them would be a meaningless number.
+        stability_samples, stability_seed: the draws of that test; the defaults are those of
+            :func:`theoretical_tail_index`, so that both decide alike near the boundary.
 
     Returns:
         The final iterates, shape ``(E, n_runs, d)``, float64.
@@ -184,7 +188,7 @@ def sgd_linear_regression(
         raise ValueError(f"unstable must be 'raise' or 'nan', got {unstable!r}")
     stable = []
     for eta in torch.as_tensor(etas, dtype=torch.float64).reshape(-1).tolist():
-        drift = log_moment_drift(eta, d, batch_size, n_samples=20_000, seed=seed)
+        drift = log_moment_drift(eta, d, batch_size, n_samples=stability_samples, seed=stability_seed)
         if drift >= 0 and unstable == "raise":
             raise ValueError(f"eta = {eta:g} (d = {d}, b = {batch_size}) has no stationary law: E log||M e_1|| = "
                              f"{drift:.3g} >= 0, so its chains diverge; use a smaller step")

@@ -138,8 +138,9 @@ def prior_by_fourier(
     """``log alpha`` from the penalty at one ``sigma0``, by undoing the Gaussian smoothing.
 
     ``f(., sigma0) = log alpha * N(0, sigma0^2)``. A polynomial of ``degree`` fitted by least squares is removed first
-    and un-smoothed exactly (:func:`inverse_smoothing_of_polynomial`): growing priors (Gaussian, quartic, ...) are
-    recovered exactly, and what is left is bounded. The remainder, on the periodic grid ``[-half_width, half_width)``
+    and un-smoothed exactly (:func:`inverse_smoothing_of_polynomial`): a polynomial log-prior of degree at most
+    ``degree`` is recovered exactly (by construction), and for others what is left is smaller; a log-prior that
+    grows faster than the fitted degree is not recovered. The remainder, on the periodic grid ``[-half_width, half_width)``
     (a multiple of ``pi`` suits ``2 pi``-periodic terms) with a cosine taper over the outer fifth, is divided by
     ``exp(-sigma0^2 xi^2 / 2)`` in Fourier space, keeping the frequencies whose gain is below ``max_gain``. Undoing a
     smoothing is ill-posed: the band limit is the regularisation, so any part of ``log alpha`` at frequencies above

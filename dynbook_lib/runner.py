@@ -363,7 +363,8 @@ def robustness(chapters: list[Chapter], out: Path, seeds: Sequence[int], opts: R
                                                            "threshold": c["threshold"], "seeds": [], "values": [],
                                                            "holds": []})
                     if kind == "claims":
-                        e.update(required=c.get("required", True), paper_value=c.get("paper_value"))
+                        e.update(required=c.get("required", True), paper_value=c.get("paper_value"),
+                                 profiles=c.get("profiles"))
                     e["seeds"].append(seed)
                     e["values"].append(c["value"])
                     e["holds"].append(bool(c["holds"]))
@@ -398,7 +399,9 @@ def robustness_table(doc: dict[str, Any]) -> str:
             summary = _summary(c)
             ref = c["values"][c["seeds"].index(0)] if 0 in c["seeds"] else c["values"][0]
             clear = claim_margin_is_clear(c["values"], c["threshold"], ref)
-            held = f"{sum(c['holds'])}/{len(c['holds'])}" + ("" if c.get("required", True) else " (full only)")
+            scope = "" if c.get("required", True) else (
+                " (full only)" if c.get("profiles") else " (not required: a negative finding)")
+            held = f"{sum(c['holds'])}/{len(c['holds'])}" + scope
             rows.append((slug, name, held, format_number(summary.mean), format_number(summary.spread),
                          f"{c['op']} {format_number(c['threshold'])}", "yes" if clear else "NO"))
     return _table(rows, right=(3, 4))
