@@ -285,18 +285,18 @@ def path_convergence(
     alphas = tuple(sorted(alphas, reverse=True))
     jumps, plateaus, lengths = [], [], []
     for X, y in instances:
-        path = saddle_to_saddle(X, y)
+        found = saddle_to_saddle(X, y)
+        path = SaddleToSaddle(found.times.cpu(), found.betas.cpu(), found.signs.cpu())
         t = torch.linspace(0, float(path.times[-1]) + after, points, dtype=torch.float64)
         worst, errs = [], []
         for alpha in alphas:
             betas = exact_flow(X, y, alpha, t).cpu()
-            cpu_path = SaddleToSaddle(path.times.cpu(), path.betas.cpu(), path.signs.cpu())
-            err = (simulated_jump_times(cpu_path, t, betas) - cpu_path.times[1:]).abs()
+            err = (simulated_jump_times(path, t, betas) - path.times[1:]).abs()
             worst.append(math.inf if bool(err.isnan().any()) else float(err.max()))
-            errs.append(plateau_errors(cpu_path, t, betas).numpy())
+            errs.append(plateau_errors(path, t, betas).numpy())
         jumps.append(worst)
         plateaus.append(np.stack(errs, axis=1) if errs[0].size else np.zeros((0, len(alphas))))
-        lengths.append(np.diff(path.times.cpu().numpy())[1:])
+        lengths.append(np.diff(path.times.numpy())[1:])
     return PathConvergence(alphas, np.array(jumps), plateaus, lengths)
 
 

@@ -202,6 +202,7 @@ def sgd_linear_regression(
         y = noise * torch.randn(E, n_runs, batch_size, generator=gen, dtype=torch.float64, device=device)
         resid = (a @ x[..., None])[..., 0] - y  # (E, R, b)
         x = x - (etas / batch_size) * (resid[..., None] * a).sum(2)
+    # unstable step sizes were run all the same, so that every other step size draws the same random stream
     x[~torch.tensor(stable, device=x.device)] = math.nan
     return x
 

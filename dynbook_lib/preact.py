@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from statistics import NormalDist
 from dataclasses import dataclass
 from typing import Literal
 
@@ -194,6 +195,32 @@ def ks_statistic(samples: torch.Tensor, *, standardise: bool = False) -> float:
     n = len(x)
     cdf = ndtr(x)
     return float(max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max()))
+
+
+def ks_union_level(tests: int, n: int, p: float = 1e-3) -> float:
+    """The KS distance that exact ``N(0, 1)`` samples of size ``n`` exceed in any of ``tests`` tests with probability
+    at most ``p``: the Dvoretzky-Kiefer-Wolfowitz bound ``P(KS > t) <= 2 exp(-2 n t^2)`` with a union bound.
+
+    Example:
+        >>> round(ks_union_level(32, 10_000), 4)
+        0.0235
+    """
+    if tests < 1 or n < 1 or not 0 < p < 1:
+        raise ValueError(f"need tests >= 1, n >= 1 and 0 < p < 1, got {tests}, {n}, {p}")
+    return math.sqrt(math.log(2 * tests / p) / (2 * n))
+
+
+def normal_union_level(tests: int, p: float = 1e-3) -> float:
+    """The two-sided standard-normal level that any of ``tests`` normal statistics exceeds with probability at most
+    ``p`` (a union bound): ``Phi^-1(1 - p / (2 tests))``.
+
+    Example:
+        >>> round(normal_union_level(64), 2)
+        4.32
+    """
+    if tests < 1 or not 0 < p < 1:
+        raise ValueError(f"need tests >= 1 and 0 < p < 1, got {tests}, {p}")
+    return NormalDist().inv_cdf(1 - p / (2 * tests))
 
 
 def edge_of_chaos_variances(depth: int, sigma_w: float = 1.2083, sigma_b: float = 0.114, q1: float = 1.0,

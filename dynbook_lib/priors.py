@@ -97,9 +97,7 @@ def semigroup_residual(r: Penalty, mu: torch.Tensor, sigma0: float, sigma1: floa
     """
     if not 0 < sigma0 < sigma1:
         raise ValueError(f"need 0 < sigma0 < sigma1, got {sigma0}, {sigma1}")
-    x, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-x^2 / 2)
-    x = torch.as_tensor(x, dtype=mu.dtype, device=mu.device)
-    w = torch.as_tensor(w / math.sqrt(2 * math.pi), dtype=mu.dtype, device=mu.device)
+    x, w = _gaussian_nodes(nodes, mu)
     s0 = torch.full_like(mu, sigma0)
     shift = math.sqrt(sigma1**2 - sigma0**2)
     smoothed = (w * heat_potential(r, mu[:, None] + shift * x, s0[:, None])).sum(-1)
@@ -168,6 +166,14 @@ def prior_by_fourier(
     return theta, torch.as_tensor(log_alpha)
 
 
+def _gaussian_nodes(nodes: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss-Hermite nodes and weights for ``E f(Z)``, ``Z ~ N(0, 1)`` (weights sum to 1), as ``like``'s dtype and
+    device."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-x^2 / 2)
+    as_like = dict(dtype=like.dtype, device=like.device)
+    return torch.as_tensor(x, **as_like), torch.as_tensor(w / math.sqrt(2 * math.pi), **as_like)
+
+
 def penalty_from_prior(log_density: Callable[[torch.Tensor], torch.Tensor], *, nodes: int = 80) -> Penalty:
     """The penalty ``r(mu, sigma) = KL(N(mu, sigma^2) || alpha)`` of a prior, up to a constant:
     ``-ln sigma - E log alpha(mu + sigma Z)`` by Gauss-Hermite quadrature (exact for polynomial log densities of
@@ -179,11 +185,8 @@ def penalty_from_prior(log_density: Callable[[torch.Tensor], torch.Tensor], *, n
         >>> round(float(r(one, one)), 12)  # (mu^2 + sigma^2) / 2 - ln sigma
         1.0
     """
-    x, w = np.polynomial.hermite_e.hermegauss(nodes)
-
     def r(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        xs = torch.as_tensor(x, dtype=mu.dtype, device=mu.device)
-        ws = torch.as_tensor(w / math.sqrt(2 * math.pi), dtype=mu.dtype, device=mu.device)
+        xs, ws = _gaussian_nodes(nodes, mu)
         mu_, sigma_ = torch.broadcast_tensors(mu, sigma)
         return -torch.log(sigma_) - (ws * log_density(mu_[..., None] + sigma_[..., None] * xs)).sum(-1)
 
@@ -220,8 +223,8 @@ def quadrature_kl(
     log_density: Callable[[torch.Tensor], torch.Tensor], mu: float, sigma: float, *, log_z: float, nodes: int = 200
 ) -> float:
     """``KL(N(mu, sigma^2) || alpha)`` by Gauss-Hermite quadrature (deterministic; exact to rounding for smooth log
-    densities), with ``alpha = exp(log_density) / exp(log_z)``: the Gaussian's entropy in closed form minus
-    ``E_q log alpha`` on ``nodes`` nodes.
+    densities), with ``alpha = exp(log_density) / exp(log_z)``: :func:`penalty_from_prior` on ``nodes`` nodes plus the
+    constants it leaves out, ``ln Z - ln(2 pi e) / 2``.
 
     Example:
         >>> gauss = lambda t: -t**2 / 2  # N(0, 1), whose log normaliser is ln sqrt(2 pi)
@@ -230,11 +233,10 @@ def quadrature_kl(
     """
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
-    x, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-x^2 / 2)
-    theta = torch.as_tensor(mu + sigma * x, dtype=torch.float64)
-    expected_log_alpha = float((torch.as_tensor(w / math.sqrt(2 * math.pi)) * (log_density(theta) - log_z)).sum())
-    entropy = 0.5 * math.log(2 * math.pi * math.e * sigma**2)
-    return -entropy - expected_log_alpha
+    r = penalty_from_prior(log_density, nodes=nodes)
+    as_tensor = dict(dtype=torch.float64)
+    return float(r(torch.tensor(mu, **as_tensor), torch.tensor(sigma, **as_tensor))) + log_z - 0.5 * math.log(
+        2 * math.pi * math.e)
 
 
 # --- variational inference on Bayesian linear regression ------------------------------------------------------------------

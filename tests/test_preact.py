@@ -16,7 +16,9 @@ from dynbook_lib.preact import (
     edge_of_chaos_variances,
     exact_activation,
     ks_statistic,
+    ks_union_level,
     log_abs_y_characteristic,
+    normal_union_level,
     propagate,
     sample_weibull,
     weibull_init_,
@@ -129,3 +131,15 @@ def test_activation_table_is_built_once_per_theta_and_in_bounded_memory():
 def test_propagate_runs_on_the_requested_device():
     h = propagate("weibull-odd", width=2, depth=3, n_networks=64, seed=0, theta=3.0, device="cuda")
     assert h.device.type == "cuda" and torch.isfinite(h).all()
+
+
+def test_union_levels_solve_their_defining_equations():
+    """DKW: 2 T exp(-2 n t^2) = p; normal: 2 T (1 - Phi(z)) = p."""
+    from scipy.stats import norm
+
+    t = ks_union_level(32, 10_000, 1e-3)
+    assert 2 * 32 * math.exp(-2 * 10_000 * t**2) == pytest.approx(1e-3, rel=1e-12)
+    z = normal_union_level(64, 1e-3)
+    assert 2 * 64 * norm.sf(z) == pytest.approx(1e-3, rel=1e-9)
+    with pytest.raises(ValueError, match="need tests"):
+        ks_union_level(0, 10)
