@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from dynbook_lib.core.progress import progress
 from dynbook_lib.core.seeding import make_generator
@@ -392,6 +393,106 @@ def train_baseline(body: nn.Module, head: nn.Module, data: dict[str, torch.Tenso
                log_probs=lambda x: torch.log_softmax(net(x), -1), desc=desc)
 
 
+def train_sgd_grid(nets: Sequence[nn.Module], lrs: Sequence[float],
+                   data: dict[str, torch.Tensor] | Sequence[dict[str, torch.Tensor]], *, epochs: int,
+                   batch_size: int, seeds: int | Sequence[int], records_per_epoch: int = 4,
+                   eval_chunk: int = 2000, desc: str | None = None) -> list[Curves]:
+    """Plain SGD on many networks of one architecture at once, e.g. a learning-rate grid over several seeds.
+
+    Network ``m`` is trained at rate ``lrs[m]`` on ``data[m]`` (or on one shared ``data`` dict) with the minibatch
+    order of ``seeds[m]`` (or one shared seed), on the cross-entropy, exactly as
+    ``train_baseline(body, head, data[m], optimizer="sgd", lr=lrs[m], seed=seeds[m], ...)`` would train it one at a
+    time, up to float rounding (tested): the networks' parameters and buffers (batch-norm statistics included) are
+    stacked and one vectorised step (``torch.func.vmap``) updates them all, which on a CPU takes about half the time
+    of the one-at-a-time loop for a few dozen small networks. A network whose loss turns non-finite is marked
+    diverged and frozen; the others go on. The trained weights are written back into ``nets``.
+
+    Example:
+        >>> nets = [nn.Sequential(nn.Linear(4, 3)) for _ in range(2)]
+        >>> data = {"x_train": torch.randn(32, 4), "y_train": torch.randint(0, 3, (32,)),
+        ...         "x_test": torch.randn(8, 4), "y_test": torch.randint(0, 3, (8,))}
+        >>> [len(c.test_nll) for c in train_sgd_grid(nets, [0.1, 1.0], data, epochs=1, batch_size=8, seeds=0)]
+        [5, 5]
+    """
+    count = len(nets)
+    datas = [data] * count if isinstance(data, dict) else list(data)
+    orders = [seeds] * count if isinstance(seeds, int) else list(seeds)
+    if count == 0 or not len(lrs) == len(datas) == len(orders) == count:
+        raise ValueError(f"need one rate, data set and seed per network (or one shared data set and seed), got "
+                         f"{count} networks, {len(lrs)} rates, {len(datas)} data sets, {len(orders)} seeds")
+    n = len(datas[0]["y_train"])
+    if any(len(d["y_train"]) != n for d in datas):
+        raise ValueError("every data set needs the same number of training examples")
+    params, buffers = stack_module_state(list(nets))
+    template = copy.deepcopy(nets[0]).to("meta")
+
+    def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(functional_call(template, (p, b), (x,)), y)
+
+    step = vmap(grad_and_value(loss))
+    first = next(iter(params.values()))
+    rates = torch.tensor([float(r) for r in lrs], dtype=first.dtype, device=first.device)
+    active = torch.ones(count, dtype=torch.bool, device=first.device)
+    steps_per_epoch = n // batch_size
+    total, every = epochs * steps_per_epoch, max(1, steps_per_epoch // records_per_epoch)
+    streams = [minibatches(n, batch_size, make_generator(s)) for s in orders]
+    curves = [Curves() for _ in range(count)]
+    running: list[list[float]] = [[] for _ in range(count)]
+
+    @torch.no_grad()
+    def record(t: int) -> None:
+        template.eval()
+        for m in active.nonzero().flatten().tolist():
+            own = ({k: v[m] for k, v in params.items()}, {k: v[m] for k, v in buffers.items()})
+            x_test, y_test = datas[m]["x_test"], datas[m]["y_test"]
+            lp = torch.cat([torch.log_softmax(functional_call(template, own, (x_test[i:i + eval_chunk],)), -1)
+                            for i in range(0, len(y_test), eval_chunk)])
+            c = curves[m]
+            c.steps.append(t)
+            c.test_nll.append(float(nn.functional.nll_loss(lp, y_test)))
+            c.test_accuracy.append(float((lp.argmax(1) == y_test).double().mean()))
+            c.train_loss.append(sum(running[m]) / len(running[m]) if running[m] else float("nan"))
+            running[m].clear()
+        template.train()
+
+    record(0)
+    for t in progress(range(1, total + 1), desc=desc, leave=False):
+        idx = [next(s) for s in streams]
+        x = torch.stack([d["x_train"][i] for d, i in zip(datas, idx)])
+        y = torch.stack([d["y_train"][i] for d, i in zip(datas, idx)])
+        grads, losses = step(params, buffers, x, y)
+        finite = torch.isfinite(losses.detach())
+        for m in (active & ~finite).nonzero().flatten().tolist():  # diverged now: record it as fit does, then freeze
+            c = curves[m]
+            c.diverged = True
+            c.steps.append(t)
+            c.train_loss.append(float("nan"))
+            c.test_nll.append(float("nan"))
+            c.test_accuracy.append(float("nan"))
+        active &= finite
+        frozen = ~active
+        with torch.no_grad():
+            for name, p in params.items():
+                g = grads[name]
+                if bool(frozen.any()):
+                    g[frozen] = 0.0  # a frozen network's gradient may be NaN: drop it before scaling
+                p.sub_(g.mul_(rates.view(-1, *[1] * (p.dim() - 1))))
+        for m, value in enumerate(losses.tolist()):
+            if active[m]:
+                running[m].append(value)
+        if not bool(active.any()):
+            break
+        if t % every == 0 or t == total:
+            record(t)
+    with torch.no_grad():
+        for m, net in enumerate(nets):
+            for name, p in net.named_parameters():
+                p.copy_(params[name][m])
+            for name, b in net.named_buffers():
+                b.copy_(buffers[name][m])
+    return curves
+
+
 def train_alrao(model: Alrao, data: dict[str, torch.Tensor], *, epochs: int, batch_size: int, seed: int,
                 desc: str | None = None) -> Curves:
     """Train an :class:`Alrao` model with :class:`PerParameterSGD`; the switch posterior is recorded too."""
@@ -412,7 +513,8 @@ class AlraoConfig:
     """Sizes of the chapter (``ALRAO_FAST`` / ``ALRAO_FULL``): ``data`` (``"mnist1d"`` or ``"cifar10"``), the body
     (``"mlp"`` on ``widths`` with batch norm, or ``"vgg"`` of width ``cnn_width``), ``epochs``, ``batch_size``, the SGD
     grid ``sgd_lrs``, Adam's ``adam_lr``, Alrao's ``eta_min``, ``eta_max`` and ``n_heads``; ``n_samples`` of mnist1d,
-    ``n_train`` CIFAR-10 training images."""
+    ``n_train`` CIFAR-10 training images; ``race_seeds``, the number of seeds (data, initialisation, minibatch
+    order) over which Alrao and the SGD grid are raced and averaged."""
 
     data: str
     body: str
@@ -428,6 +530,11 @@ class AlraoConfig:
     n_samples: int = 5000
     n_train: int = 40_000
     n_classes: int = 10
+    race_seeds: int = 3
+
+    def __post_init__(self) -> None:
+        if self.race_seeds < 1:
+            raise ValueError(f"race_seeds must be at least 1, got {self.race_seeds}")
 
 
 def half_decades(low: float, high: float) -> tuple[float, ...]:

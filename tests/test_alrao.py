@@ -28,6 +28,7 @@ from dynbook_lib.alrao import (
     mlp_body,
     train_alrao,
     train_baseline,
+    train_sgd_grid,
 )
 from dynbook_lib.models import seeded
 from helpers import assert_close, write_fake_cifar
@@ -207,8 +208,8 @@ def test_one_alrao_step_has_the_specified_gradients():
     assert model.switch.t == 2
 
 
-def toy_data(n=64):
-    x = torch.randn(n + 32, 5, generator=gen(5))
+def toy_data(n=64, seed=5):
+    x = torch.randn(n + 32, 5, generator=gen(seed))
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
     return {"x_train": x[:n], "y_train": y[:n], "x_test": x[n:], "y_test": y[n:]}
 
@@ -253,6 +254,38 @@ def test_training_loops_record_and_detect_divergence():
         train_baseline(body, nn.Linear(8, 3), data, optimizer="rmsprop", lr=0.1, epochs=1, batch_size=16, seed=0)
 
 
+def test_sgd_grid_trains_each_network_as_train_baseline_does():
+    """Batch-normalised networks at two rates on two data sets with two minibatch orders, stacked, against the
+    one-at-a-time loop: the same curves and final weights up to float rounding; a diverging network is frozen and
+    recorded as train_baseline records it, without touching the others."""
+    datas = [toy_data(seed=1), toy_data(seed=2), toy_data(seed=1)]
+    lrs, seeds = [0.05, 0.5, 1e30], [3, 4, 3]
+
+    def nets():
+        return [seeded(lambda: nn.Sequential(mlp_body((5, 8, 8), seed=0), nn.Linear(8, 3)), k) for k in range(3)]
+
+    stacked = nets()
+    grid = train_sgd_grid(stacked, lrs, datas, epochs=3, batch_size=16, seeds=seeds)
+    alone = nets()
+    for m in range(3):
+        ref = train_baseline(alone[m][0], alone[m][1], datas[m], optimizer="sgd", lr=lrs[m], epochs=3,
+                             batch_size=16, seed=seeds[m])
+        assert grid[m].diverged == ref.diverged
+        if ref.diverged:  # chaotic once the loss reaches 1e20: the step at which it overflows is rounding's choice
+            assert math.isnan(grid[m].test_nll[-1]) and grid[m].final_nll == math.inf
+            continue
+        assert grid[m].steps == ref.steps
+        torch.testing.assert_close(torch.tensor(grid[m].test_nll), torch.tensor(ref.test_nll), rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+        torch.testing.assert_close(torch.tensor(grid[m].train_loss[1:]), torch.tensor(ref.train_loss[1:]), rtol=1e-5,
+                                   atol=1e-6, equal_nan=True)
+        for a, b in zip(stacked[m].state_dict().values(), alone[m].state_dict().values()):
+            torch.testing.assert_close(a.double(), b.double(), rtol=1e-5, atol=1e-6)
+    assert grid[2].diverged and not grid[0].diverged and math.isfinite(grid[1].final_nll)
+    with pytest.raises(ValueError, match="one rate, data set and seed per network"):
+        train_sgd_grid(nets(), [0.1], datas[0], epochs=1, batch_size=16, seeds=0)
+
+
 def test_profiles():
     assert ALRAO_FAST.widths == (40, 256, 256) and ALRAO_FAST.epochs == 15 and ALRAO_FAST.batch_size == 32
     assert (ALRAO_FAST.eta_min, ALRAO_FAST.eta_max, ALRAO_FAST.n_heads) == (1e-5, 10.0, 10)
@@ -275,6 +308,12 @@ def test_full_profile_builds_and_trains_on_small_fake_cifar(tmp_path):
     sgd = train_baseline(*build_networks(cfg, seed=0), data, optimizer="sgd", lr=0.01, epochs=1, batch_size=8,
                          seed=0)
     assert math.isfinite(sgd.final_nll)
+    # the stacked grid on the convolutional body (batch-norm buffers per network), two rates at two seeds
+    nets = [nn.Sequential(*build_networks(cfg, seed=s)) for s in (0, 0, 1, 1)]
+    grid = train_sgd_grid(nets, [0.01, 0.1] * 2, data, epochs=1, batch_size=8, seeds=[0, 0, 1, 1])
+    assert all(math.isfinite(c.final_nll) for c in grid) and grid[0].test_nll[-1] != grid[1].test_nll[-1]
+    with pytest.raises(ValueError, match="race_seeds must be at least 1"):
+        replace(cfg, race_seeds=0)
     with pytest.raises(ValueError, match="unknown data 'svhn'"):
         load_data(replace(cfg, data="svhn"), seed=0)
     with pytest.raises(ValueError, match="unknown body 'resnet'"):
