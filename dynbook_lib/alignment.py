@@ -26,7 +26,7 @@ probe of training examples, ``||Phi_t||_F^2 ~ (n / n_probe) Tr K_probe``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -274,6 +274,10 @@ ALIGNMENT_FULL = AlignmentConfig(
     weight_decay=5e-4, probe_size=100, noise=0.2, sweep_noises=(0.0, 0.2, 0.5), alphas=(0.5, 1.0, 8.0), cnn_width=0.5,
     yy_n=3000, yy_steps=6000, hasty_steps=50_000, hasty_lr=2e-4,
 )
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+ALIGNMENT_SMOKE = replace(ALIGNMENT_FULL, n_train=64, n_test=32, epochs=1, batch_size=16, probe_size=4,
+                          yy_n=300, yy_steps=400)
 
 
 @dataclass
@@ -289,7 +293,7 @@ class Task:
         return Task(*(t.to(device) for t in (self.x_train, self.y_train, self.x_test, self.y_test)))
 
 
-def load_task(cfg: AlignmentConfig, *, seed: int, data_root: str = "data/cifar10", download: bool = True) -> Task:
+def load_task(cfg: AlignmentConfig, *, seed: int, data_root: str | None = None, download: bool = True) -> Task:
     """The chapter's data: digits split at random (``seed``) and standardised, or the first ``cfg.n_train`` CIFAR-10
     training images and ``cfg.n_test`` test images (downloaded into ``data_root``)."""
     if cfg.data == "digits":
@@ -301,9 +305,9 @@ def load_task(cfg: AlignmentConfig, *, seed: int, data_root: str = "data/cifar10
         x_train, x_test = standardize(d["x"][train], d["x"][test])
         return Task(x_train, d["y"][train], x_test, d["y"][test])
     if cfg.data == "cifar10":
-        from dynbook_lib.data.downloads import cifar10_tensors
+        from dynbook_lib.data.downloads import cifar10_tensors, data_dir
 
-        d = cifar10_tensors(data_root, download=download)
+        d = cifar10_tensors(data_root or data_dir("cifar10"), download=download)
         return Task(d["x_train"][: cfg.n_train].to(cfg.dtype), d["y_train"][: cfg.n_train],
                     d["x_test"][: cfg.n_test].to(cfg.dtype), d["y_test"][: cfg.n_test])
     raise ValueError(f"unknown data {cfg.data!r}; expected digits or cifar10")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -555,6 +555,9 @@ ALRAO_FAST = AlraoConfig(data="mnist1d", body="mlp", epochs=15, batch_size=32, s
 ALRAO_FULL = AlraoConfig(data="cifar10", body="vgg", epochs=30, batch_size=32,
                          sgd_lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), adam_lr=1e-3, eta_min=1e-5, eta_max=10.0,
                          n_heads=10)
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+ALRAO_SMOKE = replace(ALRAO_FULL, epochs=1, n_train=64)
 
 
 def diverged(curves: Curves) -> bool:
@@ -588,7 +591,7 @@ def build_networks(cfg: AlraoConfig, *, seed: int) -> tuple[nn.Module, nn.Module
     return body, head
 
 
-def load_data(cfg: AlraoConfig, *, seed: int, data_root: str = "data/cifar10",
+def load_data(cfg: AlraoConfig, *, seed: int, data_root: str | None = None,
               download: bool = True) -> dict[str, torch.Tensor]:
     """mnist1d generated locally (``cfg.n_samples``, 80/20 split, float32), or CIFAR-10's first ``cfg.n_train``
     training images (the paper's 40 000 / 10 000 split keeps the rest for validation) and its test set."""
@@ -597,9 +600,9 @@ def load_data(cfg: AlraoConfig, *, seed: int, data_root: str = "data/cifar10",
 
         return mnist1d_tensors(cfg.n_samples, seed=seed, dtype=torch.float32)
     if cfg.data == "cifar10":
-        from dynbook_lib.data.downloads import cifar10_tensors
+        from dynbook_lib.data.downloads import cifar10_tensors, data_dir
 
-        d = cifar10_tensors(data_root, download=download)
+        d = cifar10_tensors(data_root or data_dir("cifar10"), download=download)
         return {"x_train": d["x_train"][: cfg.n_train], "y_train": d["y_train"][: cfg.n_train],
                 "x_test": d["x_test"], "y_test": d["y_test"]}
     raise ValueError(f"unknown data {cfg.data!r}; expected mnist1d or cifar10")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -407,3 +407,6 @@ DIAGONAL_FULL = DiagonalNetworksConfig(
     n=200, d=1000, k=20, n_test=5000, log10_alphas=tuple(float(e) for e in range(-30, 2)), seeds=(0, 1, 2, 3, 4),
     max_steps=400_000, max_grad_step=2e-3, transition_ns=(100, 150, 200, 300, 400, 600),
 )
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+DIAGONAL_SMOKE = replace(DIAGONAL_FULL, n_test=200, seeds=(0, 1), max_steps=200)

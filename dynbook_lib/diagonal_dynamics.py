@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -427,3 +427,7 @@ DYNAMICS_FULL = DynamicsConfig(
     control_lambdas=(0.5, 1.0, 2.0), momentum_steps=1_000_000, alpha_decay=1.0,
     weight_decays=(4e-3, 2e-3, 1e-3), lambda_t_max=5.0, decay_steps=1_000_000, seeds=(0, 1, 2, 3, 4),
 )
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+DYNAMICS_SMOKE = replace(DYNAMICS_FULL, n_test=200, gd_steps=200, sgd_steps=200, flow_instances=2, flow_points=101,
+                         momentum_steps=200, decay_steps=200, seeds=(0, 1), s2s_max_steps=2000)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -332,3 +332,7 @@ EKFAC_FULL = EKFACConfig(
     sgd_lrs=(0.01, 0.03, 0.1, 0.3), adam_lrs=(1e-4, 3e-4, 1e-3, 3e-3), kfac_lrs=(0.03, 0.1, 0.3, 1.0),
     dampings=(0.01, 0.1, 1.0, 10.0),
 )
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+EKFAC_SMOKE = replace(EKFAC_FULL, mnist1d_samples=400, pretrain_steps=5, fisher_examples=50, stale_steps=5, ae_steps=6,
+                     ae_batch=16, basis_every=2, sgd_lrs=(0.1,), adam_lrs=(1e-3,), kfac_lrs=(0.1,), dampings=(1.0,))

@@ -108,6 +108,12 @@ class FisherMatrix(ABC):
     def to_dense(self) -> torch.Tensor:
         """The ``P x P`` matrix."""
 
+    def layer_block(self, i: int) -> torch.Tensor:
+        """The diagonal block of layer ``i`` (rows and columns ``self.slices[i]``), without forming the ``P x P``
+        matrix where the structure allows it: equal to ``to_dense()[s, s]`` (tested)."""
+        s = self.slices[i]
+        return self.to_dense()[s, s]
+
     def vTMv(self, v: torch.Tensor) -> torch.Tensor:  # noqa: N802 (the name of the operation in nngeometry)
         """``v^T M v``; shape ``()`` or ``(B,)``."""
         return (v * self.mv(v)).sum(-1)
@@ -190,6 +196,9 @@ class BlockDiagFisher(FisherMatrix):
     def to_dense(self):
         return torch.block_diag(*self.blocks)
 
+    def layer_block(self, i):
+        return self.blocks[i]
+
 
 class DiagFisher(FisherMatrix):
     """The diagonal of the Fisher, ``(1/n) sum_{i,k} psi_ik^2``."""
@@ -210,6 +219,9 @@ class DiagFisher(FisherMatrix):
 
     def to_dense(self):
         return torch.diag(self.diagonal)
+
+    def layer_block(self, i):
+        return torch.diag(self.diagonal[self.slices[i]])
 
 
 def _check_kronecker_layers(factors: TangentFactors) -> None:
@@ -280,12 +292,11 @@ class _KroneckerLayers(FisherMatrix):
         return torch.kron(ug, ua)[order]
 
     def to_dense(self):
-        blocks = []
-        for i in range(len(self.shapes)):
-            block = self._layer_dense(i)
-            order = torch.argsort(self._permutation(i))  # flat position -> [W | b] position
-            blocks.append(block[order][:, order])
-        return torch.block_diag(*blocks)
+        return torch.block_diag(*(self.layer_block(i) for i in range(len(self.shapes))))
+
+    def layer_block(self, i):
+        order = torch.argsort(self._permutation(i))  # flat position -> [W | b] position
+        return self._layer_dense(i)[order][:, order]
 
 
 class KFACFisher(_KroneckerLayers):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -247,3 +247,6 @@ HEAVY_TAILS_FULL = HeavyTailsConfig(
     calib_ratios=(1.1, 1.2, 1.5, 2.0, 2.5, 3.0), n_runs=20_000, n_steps=5000, sweep_d=5, sweep_etas=(0.6, 0.7, 0.8, 0.9),
     sweep_batches=(2, 3, 4, 5, 6, 8), mc_samples=1_000_000, dim_eta=1.2, dim_batch=4, dims=(1, 2, 3),
 )
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+HEAVY_TAILS_SMOKE = replace(HEAVY_TAILS_FULL, n_runs=200, n_steps=50, mc_samples=2000)

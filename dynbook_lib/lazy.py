@@ -15,7 +15,7 @@ Conventions, as in the paper's shallow experiments:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -293,6 +293,10 @@ LAZY_FULL = LazyTrainingConfig(
     lin_steps=2000, lin_fit_min_alpha=4.0, n_2d=15, m_2d=16, taus_2d=(0.1, 2.0), steps_2d=20_000, max_step_2d=1.0, cnn_alphas=(1.0, 1e2, 1e5),
     cnn_epochs=15,
 )
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+LAZY_SMOKE = replace(LAZY_FULL, n_train=64, n_test=64, trials=1, steps=20, lin_n=40, lin_steps=20, steps_2d=500,
+                     cnn_epochs=1)
 
 
 def teacher_student_sweep(task: TeacherStudent, taus: torch.Tensor, m: int, steps: int, *, seed: int,

@@ -26,7 +26,7 @@ checks it).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -285,3 +285,7 @@ MEANFIELD_FULL = MeanFieldConfig(
     pop_d=10, pop_m0=4, pop_widths=tuple(4 * 2**k for k in range(9)), pop_seeds=10, pop_eta=0.1, pop_steps=30_000,
     pop_batch=200, pop_n_test=20_000, flow_steps=10_000,
 )
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+MEANFIELD_SMOKE = replace(MEANFIELD_FULL, n=100, n_test=200, steps=20, sweep_seeds=2, pop_seeds=2, pop_steps=20,
+                          pop_n_test=400, flow_steps=20)

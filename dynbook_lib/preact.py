@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from statistics import NormalDist
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -248,6 +248,9 @@ class PreactConfig:
 PREACT_FAST = PreactConfig(widths=(1, 2, 4), thetas=(2.0, 3.0), depth=8, n_networks=10_000)
 PREACT_FULL = PreactConfig(widths=tuple(range(1, 11)), thetas=(2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0), depth=20,
                            n_networks=200_000)
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+PREACT_SMOKE = replace(PREACT_FULL, n_networks=500)
 
 
 class MatchedActivation(torch.nn.Module):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -392,6 +392,9 @@ PENALTY_PRIOR_FULL = PenaltyPriorConfig(
     mlp_sizes=(64, 256, 256, 10), mlp_train=1200, mlp_factors=(0.001, 0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0),
     mlp_steps=20_000, mlp_seeds=(0, 1, 2, 3, 4),
 )
+# The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
+# that a CPU run finds what would crash or leak on a GPU before one is spent on it.
+PENALTY_PRIOR_SMOKE = replace(PENALTY_PRIOR_FULL, regression_n=100, mlp_train=100, mlp_steps=20, mlp_seeds=(0, 1))
 
 
 def heat_residual_grid(r: Penalty, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

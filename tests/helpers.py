@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from dynbook_lib.data.fake import write_fake_cifar10
 
 # One place for tolerances. float64 is what every exact comparison of the library runs in.
 _TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -27,11 +27,4 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, scale: float =
 
 def write_fake_cifar(root: Path, per_batch: int = 4) -> None:
     """Files in the layout of the official CIFAR-10 python archive, with ``per_batch`` random images per batch."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, per_batch).tolist()}
-        with open(folder / name, "wb") as fh:
-            pickle.dump(batch, fh)
+    write_fake_cifar10(root, per_batch)

@@ -2,13 +2,14 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from dynbook_lib.core.claims import ChapterRecord, SeedSummary, evaluate, seed_summaries
 from dynbook_lib.core.devices import resolve_device
-from dynbook_lib.core.profiles import select_profile
+from dynbook_lib.core.profiles import is_full, select_profile
 from dynbook_lib.core.progress import progress
 from dynbook_lib.core.results import RESULTS_ENV, environment, read_results, validate_results, write_json_atomic
 from dynbook_lib.core.seeding import check_seed, make_generator
@@ -44,8 +45,36 @@ def test_devices():
 def test_profiles():
     assert select_profile("fast", fast="a", full="b") == "a"
     assert select_profile("full", fast="a", full="b") == "b"
-    with pytest.raises(ValueError, match="unknown profile 'medium'; choose one of: fast, full"):
+    with pytest.raises(ValueError, match="unknown profile 'medium'; choose one of: fast, full, smoke"):
         select_profile("medium", fast="a", full="b")
+    assert select_profile("smoke", fast="a", full="b", smoke="c") == "c"
+    with pytest.raises(ValueError, match="defines no smoke configuration"):
+        select_profile("smoke", fast="a", full="b")
+    assert is_full("full") and is_full("smoke") and not is_full("fast")
+
+
+def test_smoke_profile_records_claims_but_requires_none(tmp_path):
+    record = ChapterRecord("demo", "smoke", "cpu", 0, results_file=tmp_path / "r.json")
+    record.check("c", "statement", 2.0, "<", 1.0, paper="p")
+    table = record.table()
+    assert not record.claims[0].required_in("smoke") and table.verdict(record.claims[0]) == "smoke run, not judged"
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["claims"][0]["required"] is False and saved["peak_memory"]["rss_mib"] > 0
+    with pytest.raises(ValueError, match="a claim can be required in the profiles fast, full, got 'smoke'"):
+        record.check("d", "statement", 1.0, "<", 2.0, paper="p", profiles=("fast", "smoke"))
+
+
+def test_data_dir_follows_the_environment_and_reads_fake_files(tmp_path, monkeypatch):
+    from dynbook_lib.data.downloads import cifar10_tensors, data_dir, mnist_tensors
+    from dynbook_lib.data.fake import write_fake_data
+
+    monkeypatch.delenv("DYNBOOK_DATA", raising=False)
+    assert data_dir("mnist") == Path("data") / "mnist"
+    monkeypatch.setenv("DYNBOOK_DATA", str(tmp_path))
+    write_fake_data(tmp_path)
+    cifar, mnist = cifar10_tensors(data_dir("cifar10")), mnist_tensors(data_dir("mnist"))
+    assert cifar["x_train"].shape == (80, 3, 32, 32) and cifar["x_test"].shape == (16, 3, 32, 32)
+    assert mnist["x_train"].shape == (64, 784) and mnist["y_test"].shape == (32,)
 
 
 def test_evaluate_comparisons_and_nan():
@@ -120,7 +149,7 @@ def test_record_rejects_bad_options_and_duplicate_claims(monkeypatch):
     record.check("c", "s", 1.0, "<", 2.0, paper="p")
     with pytest.raises(ValueError, match="already recorded"):
         record.check("c", "s", 1.0, "<", 2.0, paper="p")
-    with pytest.raises(ValueError, match="unknown profile"):
+    with pytest.raises(ValueError, match="a claim can be required in the profiles fast, full, got 'slow'"):
         record.check("d", "s", 1.0, "<", 2.0, paper="p", profiles=("slow",))
 
 

@@ -104,6 +104,8 @@ def test_every_operation_agrees_with_to_dense(kind, loss):
     assert_close(m.solve(v, damping), expected, scale=100)  # condition number up to 1 / damping
     assert_close(m.mv(m.solve(v[0], damping)) + damping * m.solve(v[0], damping), v[0], scale=100)
     assert_close(m.frobenius_distance(dense), torch.tensor(0.0, dtype=F64))
+    for i, s in enumerate(m.slices):  # each layer's block, built without the P x P matrix where the kind allows
+        assert torch.equal(m.layer_block(i), dense[s, s])
 
 
 def test_kfac_is_exact_for_one_example_and_one_output():

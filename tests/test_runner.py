@@ -31,7 +31,7 @@ def dynbook(*args, cwd):
 
 BAD_INPUT = [
     (["run", "no-such-chapter"], "unknown chapter 'no-such-chapter'; chapters are: lazy-training"),
-    (["run", "--profile", "medium"], "argument --profile: invalid choice: 'medium' (choose from 'fast', 'full')"),
+    (["run", "--profile", "medium"], "argument --profile: invalid choice: 'medium' (choose from 'fast', 'full', 'smoke')"),
     (["run", "--device", "tpu"], "argument --device: invalid choice: 'tpu' (choose from 'auto', 'cpu', 'cuda')"),
     (["run", "--seed", "-4"], "seed must be an integer in [0, 2**63), got '-4'"),
     (["run", "--seed", "abc"], "seed must be an integer in [0, 2**63), got 'abc'"),

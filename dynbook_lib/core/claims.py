@@ -19,6 +19,7 @@ import html
 import math
 import operator
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from dynbook_lib.core.devices import check_device_name
-from dynbook_lib.core.profiles import PROFILES, check_profile
+from dynbook_lib.core.profiles import CLAIM_PROFILES, check_profile
 from dynbook_lib.core.results import RESULTS_ENV, SCHEMA_VERSION, environment, write_json_atomic
 from dynbook_lib.core.seeding import check_seed
 
@@ -61,7 +62,7 @@ class Claim:
     holds: bool
     paper: str
     paper_value: PaperValue = None
-    profiles: tuple[str, ...] = PROFILES
+    profiles: tuple[str, ...] = CLAIM_PROFILES
     note: str = ""
 
     def required_in(self, profile: str) -> bool:
@@ -140,13 +141,30 @@ def _check_paper_value(paper_value: object) -> PaperValue:
     raise ValueError(f"paper_value must be a number, a short text or None, got {paper_value!r}")
 
 
+def peak_memory() -> dict[str, float | None]:
+    """The process's peak memory so far, in MiB: resident CPU memory (``rss_mib``, what the kernel held at most) and,
+    when CUDA has been used, the most GPU memory torch allocated (``cuda_mib``; ``None`` otherwise)."""
+    import torch
+
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        rss = rss / 1024 if sys.platform == "darwin" else rss  # bytes on macOS
+    except ImportError:  # Windows
+        rss = None
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and torch.cuda.is_initialized() \
+        else None
+    return {"rss_mib": None if rss is None else round(rss, 1), "cuda_mib": None if cuda is None else round(cuda, 1)}
+
+
 @dataclass
 class ChapterRecord:
     """The running record of one chapter execution: its options, claims, consistency checks, metrics, results file.
 
     Args:
         chapter: the chapter slug.
-        profile: ``"fast"`` or ``"full"``.
+        profile: ``"fast"``, ``"full"`` or ``"smoke"``.
         device: the device name asked for (``auto``, ``cpu``, ``cuda``).
         seed: the run's seed.
         results_file: where to write; by default the path in ``$DYNBOOK_RESULTS_FILE`` (set by the runner), and no
@@ -187,7 +205,7 @@ class ChapterRecord:
         *,
         paper: str,
         paper_value: PaperValue = None,
-        profiles: Sequence[str] = PROFILES,
+        profiles: Sequence[str] = CLAIM_PROFILES,
         note: str = "",
     ) -> Claim:
         """Record the claim ``value op threshold`` under ``name`` and save the results file.
@@ -197,7 +215,8 @@ class ChapterRecord:
         shown, with ``profiles=("full",)`` and a ``note`` that says why.
         """
         for p in profiles:
-            check_profile(p)
+            if p not in CLAIM_PROFILES:
+                raise ValueError(f"a claim can be required in the profiles {', '.join(CLAIM_PROFILES)}, got {p!r}")
         self._check_new_name(name)
         value = float(value)
         claim = Claim(name, statement, value, op, float(threshold), evaluate(value, op, threshold), paper,
@@ -244,6 +263,7 @@ class ChapterRecord:
             "consistency": [asdict(c) for c in self.checks],
             "metrics": self.metrics,
             "env": self._env,
+            "peak_memory": peak_memory(),
         }
 
     def save(self) -> None:
@@ -310,6 +330,8 @@ class ReproductionTable:
     across_seeds: dict[str, SeedSummary] = field(default_factory=dict)
 
     def verdict(self, c: Claim) -> str:
+        if self.profile == "smoke":
+            return "smoke run, not judged"
         if c.holds:
             return "holds"
         if c.required_in(self.profile):
@@ -336,7 +358,8 @@ class ReproductionTable:
                "<thead><tr><th>claim</th><th>paper</th><th>ours</th><th>verdict</th></tr></thead><tbody>"]
         for c in self.claims:
             verdict = self.verdict(c)
-            badge = "holds" if c.holds else ("fails" if verdict == "fails" else "deferred")
+            badge = "deferred" if self.profile == "smoke" else (
+                "holds" if c.holds else ("fails" if verdict == "fails" else "deferred"))
             small = f"<code>{esc(c.name)}</code>" + (f" \u00b7 {esc(c.note)}" if c.note else "")
             out.append(
                 f'<tr class="claim-{badge}" data-claim="{esc(c.name)}">'

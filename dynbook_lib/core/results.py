@@ -63,7 +63,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "chapter": {"type": "string"},
-        "profile": {"enum": ["fast", "full"]},
+        "profile": {"enum": ["fast", "full", "smoke"]},
         "device": {"enum": ["auto", "cpu", "cuda"]},
         "seed": {"type": "integer", "minimum": 0},
         "seconds": {"type": "number", "minimum": 0},
@@ -76,6 +76,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "claims": {"type": "array", "items": _CLAIM},
         "consistency": {"type": "array", "items": _CHECK},
         "metrics": {"type": "object"},
+        "peak_memory": {"type": "object", "properties": {"rss_mib": _NUMBER_OR_NULL, "cuda_mib": _NUMBER_OR_NULL}},
         "env": {
             "type": "object",
             "required": ["python", "torch", "dynbook_lib", "git_commit", "gpu", "threads"],

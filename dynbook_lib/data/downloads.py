@@ -6,6 +6,7 @@ The fast profile never calls these; the tests exercise them on small files they 
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import tarfile
 import urllib.request
@@ -16,12 +17,23 @@ import torch
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+DATA_ENV = "DYNBOOK_DATA"
 MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
     "y_train": "train-labels-idx1-ubyte.gz",
     "x_test": "t10k-images-idx3-ubyte.gz",
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
+
+
+def data_dir(name: str) -> Path:
+    """Where the data set ``name`` lives: ``$DYNBOOK_DATA/name``, by default ``data/name`` under the working directory.
+
+    Example:
+        >>> data_dir("cifar10").name
+        'cifar10'
+    """
+    return Path(os.environ.get(DATA_ENV) or "data") / name
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
