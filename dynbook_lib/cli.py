@@ -11,6 +11,7 @@ from dynbook_lib import __version__, runner
 from dynbook_lib.chapters import BY_SLUG, get_chapter, written_chapters
 from dynbook_lib.core.devices import DEVICES, resolve_device
 from dynbook_lib.core.profiles import PROFILES
+from dynbook_lib.core.registry import register
 from dynbook_lib.core.seeding import check_seed
 from dynbook_lib.executors import EXECUTORS, SlurmOptions, make_executor
 
@@ -117,7 +118,29 @@ def make_parser() -> argparse.ArgumentParser:
                            help="time limit of each Slurm job in minutes (default: 60)")
             p.add_argument("--slurm-cpus", type=_positive("--slurm-cpus"), default=4, metavar="N",
                            help="CPUs per Slurm job (default: 4)")
+    reg_help = ("copy the full-profile results of OUT/results into the registry results/full/ (each checked: schema, "
+                "profile full, run to its table, device named)")
+    reg = sub.add_parser("register", help=reg_help, description=reg_help)
+    reg.add_argument("out", type=Path, metavar="OUT", help="output folder of a full-profile run or build")
+    reg.add_argument("--registry", type=Path, default=None, metavar="DIR",
+                     help="registry folder (default: results/full in the repository, or $DYNBOOK_REGISTRY)")
     return parser
+
+
+def register_command(out: Path, registry: Path | None) -> int:
+    """``dynbook register OUT``: every full-profile results file of ``OUT/results`` into the registry."""
+    files = sorted((out / "results").glob("*.json"))
+    if not files:
+        print(f"dynbook: error: no results files in {out / 'results'}", file=sys.stderr)
+        return 2
+    code = 0
+    for path in files:
+        try:
+            print(f"registered {path.name} -> {register(path, registry)}")
+        except ValueError as err:
+            print(f"skipped {path.name}: {str(err).splitlines()[0]}", file=sys.stderr)
+            code = 1
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "register":
+        return register_command(args.out, args.registry)
     seeds = None
     try:
         if args.command == "run" and args.seeds is not None:

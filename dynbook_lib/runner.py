@@ -34,6 +34,7 @@ import dynbook_lib
 from dynbook_lib.chapters import Chapter, written_chapters
 from dynbook_lib.core.claims import SeedSummary, format_number
 from dynbook_lib.core.progress import HEADLESS_ENV
+from dynbook_lib.core.registry import full_run
 from dynbook_lib.core.results import RESULTS_ENV, environment, read_results, write_json_atomic
 from dynbook_lib.execution import NotebookJob, run_notebook
 
@@ -424,16 +425,25 @@ def run_seeds(chapters: list[Chapter], opts: RunOptions, root: Path, seeds: Sequ
 # --- the dashboard (status page) -------------------------------------------------------------------------------------
 
 
+def _full_cell(chapter: Chapter) -> str:
+    """The status page's cell for the registered full-profile run: claims held, date, device, seed; or "none yet"."""
+    run = full_run(chapter.slug)
+    if run is None:
+        return "none yet"
+    held = sum(holds for _, holds in run.claims.values())
+    return f"{held}/{len(run.claims)} claims hold ({run.describe()})"
+
+
 def status_markdown(chapters: list[Chapter], out: Path) -> str:
     """The status page: per chapter a link, run date, options, seconds against the budget, claims held and status;
     the environment once; the robustness over seeds when ``OUT/robustness.json`` exists."""
-    lines = ["| chapter | run | seconds | claims | status |", "|---|---|---|---|---|"]
+    lines = ["| chapter | run | seconds | claims | status | full profile |", "|---|---|---|---|---|---|"]
     envs = []
     for chapter in chapters:
         link = f"[{chapter.number:02d} {chapter.title}](../notebooks/{chapter.stem}.ipynb)"
         res = read_results(results_path(chapter, out))
         if res is None or not executed_path(chapter, out).exists():
-            lines.append(f"| {chapter.number:02d} {chapter.title} | | | | not run |")
+            lines.append(f"| {chapter.number:02d} {chapter.title} | | | | not run | {_full_cell(chapter)} |")
             continue
         held, total, _ = _summarise(res, chapter)
         when = str(res.get("finished_at", ""))[:10]
@@ -442,7 +452,7 @@ def status_markdown(chapters: list[Chapter], out: Path) -> str:
         if budget:
             secs += f" (over the {budget:.0f} s budget)" if res.get("over_budget") else f" (budget {budget:.0f} s)"
         lines.append(f"| {link} | {when}, {res.get('profile')}, {res.get('device')}, seed {res.get('seed')} | {secs} "
-                     f"| {held}/{total} | {res.get('status')} |")
+                     f"| {held}/{total} | {res.get('status')} | {_full_cell(chapter)} |")
         envs.append(res.get("env", {}))
     if envs:
         e = envs[0]

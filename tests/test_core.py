@@ -239,3 +239,45 @@ def test_glue_refuses_a_name_the_prose_could_not_reference():
     with pytest.raises(ValueError, match="a glue name must be an identifier, got 'kfac error'"):
         glue("kfac error", 0.5)
     glue("kfac_error", 0.5)  # outside a kernel: nothing shown, nothing raised
+
+
+def test_registry_takes_only_complete_full_runs_and_tables_show_them(tmp_path, monkeypatch):
+    from dynbook_lib.cli import main
+    from dynbook_lib.core.registry import full_run, register
+
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    registry = tmp_path / "registry"
+    monkeypatch.setenv("DYNBOOK_REGISTRY", str(registry))
+
+    def results(profile, name="demo.json", device="cpu", finish=True):
+        record = ChapterRecord("demo", profile, device if device != "cuda" else "cpu", 0,
+                               results_file=tmp_path / "out" / "results" / name)
+        record.check("c", "statement", 0.5, "<", 1.0, paper="p")
+        if finish:
+            record.finish()
+        if device == "cuda":  # a CUDA run that does not name its GPU
+            doc = json.loads(record.results_file.read_text())
+            doc["device"] = "cuda"
+            record.results_file.write_text(json.dumps(doc))
+        return record.results_file
+
+    fast_table = ChapterRecord("demo", "fast", "cpu", 0)
+    fast_table.check("c", "statement", 0.4, "<", 1.0, paper="p")
+    assert "full profile: not yet run at full scale" in repr(fast_table.table())
+    with pytest.raises(ValueError, match="only full-profile results are registered, got profile 'fast'"):
+        register(results("fast", "fast.json"), registry)
+    with pytest.raises(ValueError, match="did not reach its reproduction table"):
+        register(results("full", "running.json", finish=False), registry)
+    with pytest.raises(ValueError, match="device cuda but no GPU named"):
+        register(results("full", "cuda.json", device="cuda"), registry)
+    assert full_run("demo") is None
+    results("full")  # a complete CPU run
+    # the command registers what qualifies and names what it skipped (exit 1)
+    assert main(["register", str(tmp_path / "out")]) == 1
+    run = full_run("demo")
+    assert run is not None and run.claims == {"c": (0.5, True)} and run.device == "cpu" and run.seed == 0
+    assert "full profile: 0.5, holds (" in repr(fast_table.table()) and ", cpu, seed 0)" in repr(fast_table.table())
+    full_table = ChapterRecord("demo", "full", "cpu", 0)
+    full_table.check("c", "statement", 0.5, "<", 1.0, paper="p")
+    assert "full profile" not in repr(full_table.table())  # the full run's own table
+    assert main(["register", str(tmp_path / "empty")]) == 2

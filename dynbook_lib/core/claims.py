@@ -28,6 +28,7 @@ from typing import Any, Literal, Union
 
 from dynbook_lib.core.devices import check_device_name
 from dynbook_lib.core.profiles import CLAIM_PROFILES, check_profile
+from dynbook_lib.core.registry import FullRun, full_run
 from dynbook_lib.core.results import RESULTS_ENV, SCHEMA_VERSION, environment, write_json_atomic
 from dynbook_lib.core.seeding import check_seed
 
@@ -283,7 +284,9 @@ class ChapterRecord:
         mean and spread over seeds.
         """
         self.finish()
-        return ReproductionTable(list(self.claims), self.profile, list(self.checks), dict(across_seeds or {}))
+        full = full_run(self.chapter) if self.profile == "fast" else None
+        return ReproductionTable(list(self.claims), self.profile, list(self.checks), dict(across_seeds or {}),
+                                 full=full, show_full=self.profile == "fast")
 
 
 def seed_summaries(robustness: Mapping[str, Any], chapter: str) -> dict[str, SeedSummary]:
@@ -328,6 +331,21 @@ class ReproductionTable:
     profile: str
     checks: list[ConsistencyCheck] = field(default_factory=list)
     across_seeds: dict[str, SeedSummary] = field(default_factory=dict)
+    full: FullRun | None = None
+    show_full: bool = False
+
+    def full_text(self, c: Claim) -> str | None:
+        """The registered full-profile value of claim ``c`` with its date, device and seed, "not yet run at full
+        scale" without one, ``None`` when the table does not show the full profile (it is the full run itself)."""
+        if not self.show_full:
+            return None
+        if self.full is None:
+            return "full profile: not yet run at full scale"
+        if c.name not in self.full.claims:
+            return f"full profile ({self.full.describe()}): not recorded"
+        value, holds = self.full.claims[c.name]
+        return (f"full profile: {format_number(value)}, {'holds' if holds else 'does not hold'} "
+                f"({self.full.describe()})")
 
     def verdict(self, c: Claim) -> str:
         if self.profile == "smoke":
@@ -348,6 +366,9 @@ class ReproductionTable:
         if summary is not None and summary.values:
             parts.append(f"seeds {summary.held}/{len(summary.values)} hold; mean {format_number(summary.mean)} "
                          f"\u00b1 {format_number(summary.spread)}")
+        full = self.full_text(c)
+        if full:
+            parts.append(full)
         return "; ".join(parts)
 
     def _repr_html_(self) -> str:
@@ -394,7 +415,8 @@ class ReproductionTable:
 
     def __repr__(self) -> str:
         lines = [f"{c.name}: {format_number(c.value)} {c.op} {format_number(c.threshold)} -> {self.verdict(c)} "
-                 f"(paper: {_paper_text(c.paper_value)})" for c in self.claims]
+                 f"(paper: {_paper_text(c.paper_value)})" + (f"; {self.full_text(c)}" if self.full_text(c) else "")
+                 for c in self.claims]
         lines += [f"[consistency] {k.name}: {format_number(k.value)} {k.op} {format_number(k.threshold)} -> "
                   f"{'holds' if k.holds else 'fails'}" for k in self.checks]
         return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""The GPU test set (``pytest -m gpu``), skipped without CUDA; the GPU workflow runs it before the full build.
+
+* every chapter's full code path for a few steps on CUDA: the ``smoke`` profile with ``--device cuda`` on fake
+  CIFAR-10/MNIST files, which must run and record every claim, with the GPU named in the results and CUDA memory used;
+* the toolbox on CPU and CUDA in float64 on a small network: the empirical NTK (every layout) and the Fisher in every
+  representation agree to rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from dynbook_lib.chapters import written_chapters
+from dynbook_lib.data.fake import write_fake_data
+from dynbook_lib.fisher import fisher_matrix
+from dynbook_lib.ntk import empirical_ntk
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = written_chapters(ROOT)
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+@pytest.fixture(scope="module")
+def cuda_smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cuda-smoke")
+    data = write_fake_data(tmp_path_factory.mktemp("fake-data"))
+    proc = subprocess.run([sys.executable, "-m", "dynbook_lib", "run", "--profile", "smoke", "--device", "cuda",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, "DYNBOOK_DATA": str(data)})
+    return out, proc
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
+def test_full_code_path_runs_on_cuda(cuda_smoke_run, chapter):
+    out, proc = cuda_smoke_run
+    path = out / "results" / f"{chapter.slug}.json"
+    assert path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(path.read_text())
+    assert results["status"] == "passed", results.get("error")
+    assert results["device"] == "cuda" and results["env"]["gpu"]
+    recorded = {c["name"] for c in results["claims"]} | {c["name"] for c in results["consistency"]}
+    assert set(chapter.claims) | set(chapter.checks) <= recorded
+    print(f"{chapter.slug}: {results['seconds']:.1f} s on {results['env']['gpu']}, peak CUDA memory "
+          f"{(results.get('peak_memory') or {}).get('cuda_mib')} MiB")
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+
+
+@pytest.mark.parametrize("layout", ["full", "blocks", "trace"])
+def test_ntk_agrees_on_cpu_and_cuda(layout):
+    model, x = small_net(), torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cpu = empirical_ntk(model, x, layout=layout)
+    cuda = empirical_ntk(copy.deepcopy(model).cuda(), x.cuda(), layout=layout)
+    assert cuda.device.type == "cuda"
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["dense", "block_diag", "diag", "kfac", "ekfac"])
+@pytest.mark.parametrize("loss", ["regression", "classification"])
+def test_fisher_agrees_on_cpu_and_cuda(kind, loss):
+    model, x = small_net(), torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cpu = fisher_matrix(model, x, kind, loss).to_dense()
+    cuda = fisher_matrix(copy.deepcopy(model).cuda(), x.cuda(), kind, loss).to_dense()
+    assert cuda.device.type == "cuda"
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-10, atol=1e-12)
