@@ -11,16 +11,13 @@ Run alone with ``pytest -m full_smoke``; ``make test`` includes it.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dynbook_lib.chapters import written_chapters
 from dynbook_lib.data.fake import write_fake_data
+from helpers import run_smoke_profile, smoke_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = written_chapters(ROOT)
@@ -32,21 +29,12 @@ def smoke_run(tmp_path_factory):
     """Every chapter's smoke run, two at a time with one thread each, into one output folder."""
     out = tmp_path_factory.mktemp("smoke")
     data = write_fake_data(tmp_path_factory.mktemp("fake-data"))
-    proc = subprocess.run([sys.executable, "-m", "dynbook_lib", "run", "--profile", "smoke", "--device", "cpu",
-                           "--jobs", "2", "--threads", "1", "--out", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=3600, env={**os.environ, "DYNBOOK_DATA": str(data)})
-    return out, proc
+    return out, run_smoke_profile(out, data, "cpu", "--jobs", "2", "--threads", "1")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
 def test_full_code_path_runs_at_a_tiny_length(smoke_run, chapter):
-    out, proc = smoke_run
-    path = out / "results" / f"{chapter.slug}.json"
-    assert path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads(path.read_text())
-    assert results["profile"] == "smoke" and results["status"] == "passed", results.get("error")
-    recorded = {c["name"] for c in results["claims"]} | {c["name"] for c in results["consistency"]}
-    assert set(chapter.claims) | set(chapter.checks) <= recorded
+    results = smoke_results(*smoke_run, chapter)
     assert all(not c["required"] for c in results["claims"])  # a smoke run requires nothing
     memory = results.get("peak_memory") or {}
     print(f"{chapter.slug}: {results['seconds']:.1f} s, peak resident memory {memory.get('rss_mib')} MiB")

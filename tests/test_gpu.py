@@ -9,10 +9,6 @@
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +19,7 @@ from dynbook_lib.chapters import written_chapters
 from dynbook_lib.data.fake import write_fake_data
 from dynbook_lib.fisher import fisher_matrix
 from dynbook_lib.ntk import empirical_ntk
+from helpers import run_smoke_profile, smoke_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = written_chapters(ROOT)
@@ -32,23 +29,13 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture(scope="module")
 def cuda_smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cuda-smoke")
-    data = write_fake_data(tmp_path_factory.mktemp("fake-data"))
-    proc = subprocess.run([sys.executable, "-m", "dynbook_lib", "run", "--profile", "smoke", "--device", "cuda",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "DYNBOOK_DATA": str(data)})
-    return out, proc
+    return out, run_smoke_profile(out, write_fake_data(tmp_path_factory.mktemp("fake-data")), "cuda")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
 def test_full_code_path_runs_on_cuda(cuda_smoke_run, chapter):
-    out, proc = cuda_smoke_run
-    path = out / "results" / f"{chapter.slug}.json"
-    assert path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads(path.read_text())
-    assert results["status"] == "passed", results.get("error")
+    results = smoke_results(*cuda_smoke_run, chapter)
     assert results["device"] == "cuda" and results["env"]["gpu"]
-    recorded = {c["name"] for c in results["claims"]} | {c["name"] for c in results["consistency"]}
-    assert set(chapter.claims) | set(chapter.checks) <= recorded
     print(f"{chapter.slug}: {results['seconds']:.1f} s on {results['env']['gpu']}, peak CUDA memory "
           f"{(results.get('peak_memory') or {}).get('cuda_mib')} MiB")
 
