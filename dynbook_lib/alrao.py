@@ -477,8 +477,8 @@ def train_sgd_grid(nets: Sequence[nn.Module], lrs: Sequence[float],
                 if bool(frozen.any()):
                     g[frozen] = 0.0  # a frozen network's gradient may be NaN: drop it before scaling
                 p.sub_(g.mul_(rates.view(-1, *[1] * (p.dim() - 1))))
-        for m, value in enumerate(losses.tolist()):
-            if active[m]:
+        for m, (value, alive) in enumerate(zip(losses.tolist(), active.tolist())):
+            if alive:
                 running[m].append(value)
         if not bool(active.any()):
             break

@@ -10,6 +10,7 @@ from pathlib import Path
 from dynbook_lib import __version__, runner
 from dynbook_lib.chapters import BY_SLUG, get_chapter, written_chapters
 from dynbook_lib.core.devices import DEVICES, resolve_device
+from dynbook_lib.core.claims import evaluate
 from dynbook_lib.core.profiles import PROFILES
 from dynbook_lib.core.registry import register
 from dynbook_lib.core.seeding import check_seed
@@ -127,6 +128,24 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_against_specification(results: dict) -> None:
+    """Raise ``ValueError`` (one line) unless ``results`` is of a known chapter, records every claim and check of its
+    specification, and each ``holds`` follows from the recorded value, operator and threshold."""
+    slug = results.get("chapter")
+    if slug not in BY_SLUG:
+        raise ValueError(f"unknown chapter {slug!r}; chapters are: {', '.join(BY_SLUG)}")
+    chapter = BY_SLUG[slug]
+    recorded = {c.get("name"): c for c in [*results.get("claims", []), *results.get("consistency", [])]}
+    missing = [n for n in (*chapter.claims, *chapter.checks) if n not in recorded]
+    if missing:
+        raise ValueError(f"{slug}: claims or checks of the specification not recorded: {', '.join(missing)}")
+    for name, c in recorded.items():
+        value = c.get("value")
+        if value is not None and bool(c.get("holds")) != evaluate(value, c.get("op"), c.get("threshold")):
+            raise ValueError(f"{slug}: {name} says holds={c.get('holds')} but {value} {c.get('op')} "
+                             f"{c.get('threshold')} says otherwise")
+
+
 def register_command(out: Path, registry: Path | None) -> int:
     """``dynbook register OUT``: every full-profile results file of ``OUT/results`` into the registry."""
     files = sorted((out / "results").glob("*.json"))
@@ -136,6 +155,7 @@ def register_command(out: Path, registry: Path | None) -> int:
     code = 0
     for path in files:
         try:
+            check_against_specification(runner.read_results(path) or {})
             print(f"registered {path.name} -> {register(path, registry)}")
         except ValueError as err:
             print(f"skipped {path.name}: {str(err).splitlines()[0]}", file=sys.stderr)

@@ -34,7 +34,8 @@ import dynbook_lib
 from dynbook_lib.chapters import Chapter, written_chapters
 from dynbook_lib.core.claims import SeedSummary, format_number
 from dynbook_lib.core.progress import HEADLESS_ENV
-from dynbook_lib.core.registry import full_run
+from dynbook_lib.core.registry import REGISTRY_ENV, full_run, registry_dir
+from dynbook_lib.data.downloads import DATA_ENV
 from dynbook_lib.core.results import RESULTS_ENV, environment, read_results, write_json_atomic
 from dynbook_lib.execution import NotebookJob, run_notebook
 
@@ -122,6 +123,9 @@ def input_digest(chapter: Chapter, root: Path, opts: RunOptions, lib_dir: Path |
         path = root / name
         parts.append((name, path.read_bytes() if path.exists() else b""))
     parts.append(("options", f"{opts.profile}|{opts.device}|{opts.seed}|{opts.threads}".encode()))
+    if opts.profile == "fast":  # a fast chapter's table shows the registered full run: a new one re-executes it
+        registered = registry_dir() / f"{chapter.slug}.json"
+        parts.append(("registry", registered.read_bytes() if registered.exists() else b""))
     for name, data in parts:
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()
@@ -204,6 +208,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def _child_env(opts: RunOptions, results_file: Path) -> dict[str, str]:
     env = {**os.environ, RESULTS_ENV: str(results_file.resolve()), HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1"}
+    # the kernel runs in notebooks/: paths given relative to where dynbook was called are made absolute, and the
+    # downloads default to data/ there (not notebooks/data/)
+    env[DATA_ENV] = str(Path(env.get(DATA_ENV) or "data").resolve())
+    if env.get(REGISTRY_ENV):
+        env[REGISTRY_ENV] = str(Path(env[REGISTRY_ENV]).resolve())
     if opts.threads is not None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(opts.threads)

@@ -271,9 +271,10 @@ def test_registry_takes_only_complete_full_runs_and_tables_show_them(tmp_path, m
     with pytest.raises(ValueError, match="device cuda but no GPU named"):
         register(results("full", "cuda.json", device="cuda"), registry)
     assert full_run("demo") is None
-    results("full")  # a complete CPU run
-    # the command registers what qualifies and names what it skipped (exit 1)
-    assert main(["register", str(tmp_path / "out")]) == 1
+    complete = results("full")  # a complete CPU run, of a chapter the book does not have
+    # the command checks each file against its chapter's specification too, and names what it skipped (exit 1)
+    assert main(["register", str(tmp_path / "out")]) == 1 and full_run("demo") is None
+    register(complete)
     run = full_run("demo")
     assert run is not None and run.claims == {"c": (0.5, True)} and run.device == "cpu" and run.seed == 0
     assert "full profile: 0.5, holds (" in repr(fast_table.table()) and ", cpu, seed 0)" in repr(fast_table.table())
@@ -281,3 +282,28 @@ def test_registry_takes_only_complete_full_runs_and_tables_show_them(tmp_path, m
     full_table.check("c", "statement", 0.5, "<", 1.0, paper="p")
     assert "full profile" not in repr(full_table.table())  # the full run's own table
     assert main(["register", str(tmp_path / "empty")]) == 2
+
+
+def test_register_command_checks_the_specification(tmp_path, monkeypatch, capsys):
+    from dynbook_lib.chapters import BY_SLUG
+    from dynbook_lib.cli import main
+
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    monkeypatch.setenv("DYNBOOK_REGISTRY", str(tmp_path / "registry"))
+    chapter = BY_SLUG["heavy-tails"]
+    record = ChapterRecord(chapter.slug, "full", "cpu", 0, results_file=tmp_path / "out" / "results" / "h.json")
+    for name in chapter.claims:
+        record.check(name, "statement", 0.5, "<", 1.0, paper="p")
+    record.finish()
+    assert main(["register", str(tmp_path / "out")]) == 1  # its consistency check is missing
+    assert "not recorded: critical_step_gives_alpha_two" in capsys.readouterr().err
+    record.consistency("critical_step_gives_alpha_two", "statement", 0.1, "<", 1.0)
+    record.finish()
+    doc = json.loads(record.results_file.read_text())
+    doc["claims"][0]["holds"] = False  # edited by hand
+    record.results_file.write_text(json.dumps(doc))
+    assert main(["register", str(tmp_path / "out")]) == 1
+    assert "says holds=False" in capsys.readouterr().err
+    record.save()
+    assert main(["register", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "registry" / "heavy-tails.json").exists()

@@ -1,7 +1,8 @@
 """The GPU test set (``pytest -m gpu``), skipped without CUDA; the GPU workflow runs it before the full build.
 
 * every chapter's full code path for a few steps on CUDA: the ``smoke`` profile with ``--device cuda`` on fake
-  CIFAR-10/MNIST files, which must run and record every claim, with the GPU named in the results and CUDA memory used;
+  CIFAR-10/MNIST files, which must run and record every claim, with the GPU named in the results (its peak CUDA
+  memory is printed);
 * the toolbox on CPU and CUDA in float64 on a small network: the empirical NTK (every layout) and the Fisher in every
   representation agree to rounding.
 """

@@ -430,3 +430,23 @@ def test_a_partial_build_stages_a_stub_for_every_chapter_it_did_not_execute(root
         if chapter is not executed:
             stub = (stage / "notebooks" / f"{chapter.stem}.md").read_text()
             assert stub.startswith(f"# {chapter.number:02d} {chapter.title}") and f"dynbook build {chapter.slug}" in stub
+
+
+def test_a_registered_full_run_makes_the_fast_chapter_stale_and_paths_reach_the_kernel_absolute(tmp_path,
+                                                                                                monkeypatch):
+    chapter = get_chapter("heavy-tails")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("DYNBOOK_REGISTRY", str(tmp_path / "registry"))
+    fast, full = RunOptions("fast", "cpu", 0, tmp_path), RunOptions("full", "cpu", 0, tmp_path)
+    before = runner.input_digest(chapter, root, fast), runner.input_digest(chapter, root, full)
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "heavy-tails.json").write_text("{}")
+    after = runner.input_digest(chapter, root, fast), runner.input_digest(chapter, root, full)
+    assert before[0] != after[0] and before[1] == after[1]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DYNBOOK_DATA", "downloads")
+    monkeypatch.setenv("DYNBOOK_REGISTRY", "registry")
+    env = runner._child_env(fast, tmp_path / "r.json")
+    assert env["DYNBOOK_DATA"] == str(tmp_path / "downloads") and env["DYNBOOK_REGISTRY"] == str(tmp_path / "registry")
+    monkeypatch.delenv("DYNBOOK_DATA")
+    assert runner._child_env(fast, tmp_path / "r.json")["DYNBOOK_DATA"] == str(tmp_path / "data")

@@ -3,13 +3,16 @@
 It holds the results files of real full-profile runs, copied there by :func:`register` (``dynbook register OUT``),
 never written by hand: the file must validate against the results schema, come from the ``full`` profile, have run
 to its reproduction table (``passed`` or ``failed``: a failed claim is a result too; a crash is not), and name where
-it ran (``cpu``, or ``cuda`` with the GPU's name). Each chapter's reproduction table shows the registered full value
+it ran (``cpu``, or ``cuda`` with the GPU's name). ``dynbook register`` also checks that the chapter exists, that
+every claim of its specification is recorded, and that each ``holds`` follows from its value and threshold. Each chapter's reproduction table shows the registered full value
 beside the fast one, or says "not yet run at full scale"; the status page lists which chapters have full results.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,8 @@ def ran_on(results: dict[str, Any]) -> str:
     """Where a results file ran: the GPU's name when one was used, else ``cpu``; ``ValueError`` when it asked for
     CUDA and names no GPU."""
     gpu = results.get("env", {}).get("gpu")
+    if results.get("device") == "cpu":  # env.gpu names a GPU that was present, not one that was used
+        return "cpu"
     if results.get("device") == "cuda" and not gpu:
         raise ValueError(f"{results.get('chapter')}: device cuda but no GPU named in env.gpu")
     return gpu or "cpu"
@@ -55,6 +60,8 @@ def check_full_results(results: dict[str, Any]) -> None:
     """Raise ``ValueError`` (one line) unless ``results`` may enter the registry."""
     validate_results(results)
     name = results.get("chapter")
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", str(name)):
+        raise ValueError(f"{name!r} is not a chapter slug (lower-case words joined by hyphens)")
     if results.get("profile") != "full":
         raise ValueError(f"{name}: only full-profile results are registered, got profile {results.get('profile')!r}")
     if results.get("status") not in ("passed", "failed"):
@@ -80,7 +87,8 @@ def full_run(chapter: str, registry: Path | str | None = None) -> FullRun | None
         return None
     try:
         check_full_results(results)
-    except ValueError:
+    except ValueError as err:
+        warnings.warn(f"ignoring the registered full run of {chapter}: {err}", stacklevel=2)
         return None
     claims = {c["name"]: (c.get("value"), bool(c.get("holds"))) for c in results.get("claims", [])}
     return FullRun(chapter, claims, str(results.get("finished_at", ""))[:10], ran_on(results),
