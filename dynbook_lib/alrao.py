@@ -312,6 +312,23 @@ class Curves:
     def final_nll(self) -> float:
         return self.test_nll[-1] if not self.diverged else float("inf")
 
+    def add_record(self, t: int, log_probs: torch.Tensor, y_test: torch.Tensor, running: list[float]) -> None:
+        """Record step ``t``: test NLL and accuracy of ``log_probs`` on ``y_test``, the mean of the ``running`` train
+        losses since the last record (emptied)."""
+        self.steps.append(t)
+        self.test_nll.append(float(nn.functional.nll_loss(log_probs, y_test)))
+        self.test_accuracy.append(float((log_probs.argmax(1) == y_test).double().mean()))
+        self.train_loss.append(sum(running) / len(running) if running else float("nan"))
+        running.clear()
+
+    def diverge_at(self, t: int) -> None:
+        """Mark the run diverged at step ``t`` (a non-finite loss): a record of NaNs, and training stops there."""
+        self.diverged = True
+        self.steps.append(t)
+        self.train_loss.append(float("nan"))
+        self.test_nll.append(float("nan"))
+        self.test_accuracy.append(float("nan"))
+
 
 def mlp_body(widths: tuple[int, ...], *, seed: int, batchnorm: bool = True) -> nn.Sequential:
     """``Linear - BatchNorm - ReLU`` blocks through ``widths`` (the features of the last width feed the heads)."""
@@ -342,13 +359,8 @@ def fit(model: nn.Module, step: Callable[[torch.Tensor, torch.Tensor], float], d
     def record(t: int) -> None:
         model.eval()
         with torch.no_grad():
-            lp = log_probs(data["x_test"])
-            curves.test_nll.append(float(nn.functional.nll_loss(lp, data["y_test"])))
-            curves.test_accuracy.append(float((lp.argmax(1) == data["y_test"]).double().mean()))
+            curves.add_record(t, log_probs(data["x_test"]), data["y_test"], running)
         model.train()
-        curves.steps.append(t)
-        curves.train_loss.append(sum(running) / len(running) if running else float("nan"))
-        running.clear()
 
     record(0)
     if on_step is not None:
@@ -359,11 +371,7 @@ def fit(model: nn.Module, step: Callable[[torch.Tensor, torch.Tensor], float], d
         if on_step is not None:
             on_step(curves)
         if not math.isfinite(loss):
-            curves.diverged = True
-            curves.steps.append(t)
-            curves.train_loss.append(float("nan"))
-            curves.test_nll.append(float("nan"))
-            curves.test_accuracy.append(float("nan"))
+            curves.diverge_at(t)
             break
         running.append(loss)
         if t % every == 0 or t == total:
@@ -447,12 +455,7 @@ def train_sgd_grid(nets: Sequence[nn.Module], lrs: Sequence[float],
             x_test, y_test = datas[m]["x_test"], datas[m]["y_test"]
             lp = torch.cat([torch.log_softmax(functional_call(template, own, (x_test[i:i + eval_chunk],)), -1)
                             for i in range(0, len(y_test), eval_chunk)])
-            c = curves[m]
-            c.steps.append(t)
-            c.test_nll.append(float(nn.functional.nll_loss(lp, y_test)))
-            c.test_accuracy.append(float((lp.argmax(1) == y_test).double().mean()))
-            c.train_loss.append(sum(running[m]) / len(running[m]) if running[m] else float("nan"))
-            running[m].clear()
+            curves[m].add_record(t, lp, y_test, running[m])
         template.train()
 
     record(0)
@@ -463,12 +466,7 @@ def train_sgd_grid(nets: Sequence[nn.Module], lrs: Sequence[float],
         grads, losses = step(params, buffers, x, y)
         finite = torch.isfinite(losses.detach())
         for m in (active & ~finite).nonzero().flatten().tolist():  # diverged now: record it as fit does, then freeze
-            c = curves[m]
-            c.diverged = True
-            c.steps.append(t)
-            c.train_loss.append(float("nan"))
-            c.test_nll.append(float("nan"))
-            c.test_accuracy.append(float("nan"))
+            curves[m].diverge_at(t)
         active &= finite
         frozen = ~active
         with torch.no_grad():

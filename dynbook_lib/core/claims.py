@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import torch
+
 from dynbook_lib.core.devices import check_device_name
 from dynbook_lib.core.profiles import CLAIM_PROFILES, check_profile
 from dynbook_lib.core.registry import FullRun, full_run
@@ -145,8 +147,6 @@ def _check_paper_value(paper_value: object) -> PaperValue:
 def peak_memory() -> dict[str, float | None]:
     """The process's peak memory so far, in MiB: resident CPU memory (``rss_mib``, what the kernel held at most) and,
     when CUDA has been used, the most GPU memory torch allocated (``cuda_mib``; ``None`` otherwise)."""
-    import torch
-
     try:
         import resource
 
@@ -286,7 +286,7 @@ class ChapterRecord:
         self.finish()
         full = full_run(self.chapter) if self.profile == "fast" else None
         return ReproductionTable(list(self.claims), self.profile, list(self.checks), dict(across_seeds or {}),
-                                 full=full, show_full=self.profile == "fast")
+                                 full=full)
 
 
 def seed_summaries(robustness: Mapping[str, Any], chapter: str) -> dict[str, SeedSummary]:
@@ -332,12 +332,11 @@ class ReproductionTable:
     checks: list[ConsistencyCheck] = field(default_factory=list)
     across_seeds: dict[str, SeedSummary] = field(default_factory=dict)
     full: FullRun | None = None
-    show_full: bool = False
 
     def full_text(self, c: Claim) -> str | None:
-        """The registered full-profile value of claim ``c`` with its date, device and seed, "not yet run at full
-        scale" without one, ``None`` when the table does not show the full profile (it is the full run itself)."""
-        if not self.show_full:
+        """In a fast run's table, the registered full-profile value of claim ``c`` with its date, device and seed, or
+        "not yet run at full scale"; ``None`` in the other profiles' tables."""
+        if self.profile != "fast":
             return None
         if self.full is None:
             return "full profile: not yet run at full scale"
