@@ -46,7 +46,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         "lazy-training",
         "Lazy training",
         "I Linearisation",
-        ("linearization_error_slope", "lazy_generalizes_worse"),
+        ("linearization_error_slope", "lazy_generalizes_worse", "lazy_limit_is_kernel_regression"),
         ("displacement_slope",),
     ),
     Chapter(

@@ -12,17 +12,20 @@ from dynbook_lib.lazy import (
     LAZY_FULL,
     Rescaled,
     half_mse,
+    lazy_limit,
     linearization_gap,
     loglog_slope,
     neuron_positions,
     paper_step,
+    relative_distance,
     shallow_net,
     teacher_student_sweep,
     train_gd,
     two_layer_init,
 )
 from dynbook_lib.data.downloads import cifar10_tensors
-from dynbook_lib.lazy_cnn import train_scaled_cnn, vgg11
+from dynbook_lib.lazy_cnn import activation_rms, he_init_, train_scaled_cnn, vgg11
+from dynbook_lib.models import seeded
 from dynbook_lib.ntk import empirical_ntk
 from helpers import assert_close, write_fake_cifar
 
@@ -93,6 +96,59 @@ def test_train_gd_records_and_decreases_the_loss():
     assert run.train_loss.shape == (5, 2) and run.test_loss.shape == (5, 2)
     assert torch.all(run.train_loss[-1] < run.train_loss[0])
     assert_close(run.train_loss[0], half_mse(torch.zeros(2, 30, dtype=F64), task.y))  # symmetric init: f(w0) = 0
+
+
+def test_train_gd_keeps_the_final_test_predictions():
+    task = teacher_student(30, 3, 2, seed=0, n_test=10)
+    taus = torch.tensor([0.3, 1.0], dtype=F64)
+    model = two_layer_init(8, 3, taus, seed=0)
+    run = train_gd(model, task.X, task.y, 8 * paper_step(taus), 20, x_test=task.X_test, y_test=task.y_test)
+    with torch.no_grad():
+        assert torch.equal(run.test_outputs, model(task.X_test))
+    assert_close(run.test_loss[-1], half_mse(run.test_outputs, task.y_test))
+
+
+def test_compensated_float32_steps_follow_float64_gradient_descent():
+    """Large weights, tiny steps: plain float32 updates round part of each step away, compensated ones do not."""
+    task = teacher_student(40, 5, 2, seed=1, n_test=10)
+    taus = torch.tensor([30.0], dtype=F64)
+    steps = 400
+    exact = two_layer_init(8, 5, taus, seed=2)
+    train_gd(exact, task.X, task.y, 8 * paper_step(taus), steps)
+    errors = {}
+    for compensated in (False, True):
+        net = two_layer_init(8, 5, taus, seed=2).float()
+        train_gd(net, task.X.float(), task.y.float(), 8 * paper_step(taus).float(), steps, compensated=compensated)
+        moved = (exact.a - two_layer_init(8, 5, taus, seed=2).a).detach()
+        errors[compensated] = float((net.a.double() - exact.a).norm() / moved.norm())
+    assert errors[True] < 1e-3 < errors[False], errors  # the displacement is kept to float32 accuracy, or lost
+    plain = two_layer_init(8, 5, taus, seed=2)
+    train_gd(plain, task.X, task.y, 8 * paper_step(taus), 50, compensated=True)
+    reference = two_layer_init(8, 5, taus, seed=2)
+    train_gd(reference, task.X, task.y, 8 * paper_step(taus), 50)
+    assert_close(plain.a.detach(), reference.a.detach())  # in float64 both are gradient descent
+
+
+def test_lazy_limit_is_the_trained_linearisation_and_the_lazy_network_approaches_it():
+    task = teacher_student(25, 4, 2, seed=3, n_test=15)
+    steps, m = 100, 8
+    limit = lazy_limit(task, m, steps, seed=4)
+    # independent path: gradient descent on the linearised model at tau = 1, the sweep's step
+    one = torch.ones(1, dtype=F64)
+    from dynbook_lib.linearize import LinearizedModel
+
+    lin = LinearizedModel(two_layer_init(m, 4, one, seed=4))
+    run = train_gd(lin, task.X, task.y, m * paper_step(one), steps, x_test=task.X_test, y_test=task.y_test)
+    assert_close(run.test_outputs[0], limit.at_time, scale=10)
+    assert limit.test_loss_at_time == pytest.approx(float(run.test_loss[-1, 0]), rel=1e-9)
+    assert limit.train_loss_at_time == pytest.approx(float(run.train_loss[-1, 0]), rel=1e-9)
+    # symmetrised pairs share a_i, and relu(a_i . x) = a_i . (1[a_i . x > 0] x): rank (m / 2) d
+    assert limit.rank == m // 2 * 4
+    # the network's distance to it falls with tau, like 1/alpha or faster
+    taus = torch.tensor([1.0, 10.0, 100.0], dtype=F64)
+    sweep = teacher_student_sweep(task, taus, m, steps, seed=4)
+    d = relative_distance(sweep.test_outputs, limit.at_time)
+    assert d[0] > 10 * d[1] > 100 * d[2] and float(d[2]) < 1e-4
 
 
 def test_paper_step():
@@ -170,3 +226,25 @@ def test_vgg11_and_scaled_training_run_on_cpu(tmp_path):
     for alpha in (1.0, 1e3):  # float32 and float64 paths
         accuracy = train_scaled_cnn(data, alpha, epochs=1, seed=0, width=1 / 16, batch_size=8)
         assert 0.0 <= accuracy <= 1.0
+
+
+def test_vgg11_he_init_keeps_the_activation_scale_and_the_default_init_does_not():
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    he = vgg11(10, seed=0)
+    rms = activation_rms(he, x)
+    assert len(rms) == 9  # eight ReLUs and the output
+    assert all(0.5 < r < 4.0 for r in rms), rms  # unit-variance input: every layer keeps its scale
+    with torch.no_grad():
+        assert float(he(x).std(0).mean()) > 0.05  # the output at init depends on the input
+    default = activation_rms(vgg11(10, seed=0, init="torch"), x)
+    assert default[7] < default[0] / 30  # PyTorch's default loses about 60x through the eight convolutions
+    with pytest.raises(ValueError, match="unknown init 'xavier'; expected 'he' or 'torch'"):
+        vgg11(10, init="xavier")
+
+
+def test_he_init_has_the_he_variances_and_zero_biases():
+    net = seeded(lambda: he_init_(nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 200))), 0)
+    # 120k and 60k draws: the relative standard error of a sample variance is sqrt(2 / N), 0.4% and 0.6%
+    assert abs(float(net[0].weight.var()) * 400 / 2 - 1) < 0.01
+    assert abs(float(net[2].weight.var()) * 300 - 1) < 0.02
+    assert float(net[0].bias.abs().max()) == 0.0 and float(net[2].bias.abs().max()) == 0.0

@@ -5,7 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from dynbook_lib.kernels import center, cka, effective_rank, one_hot_targets, spectrum, target_alignment
+from dynbook_lib.kernels import (
+    center,
+    cka,
+    effective_rank,
+    kernel_gd_predict,
+    one_hot_targets,
+    spectrum,
+    target_alignment,
+)
 from dynbook_lib.linearize import LinearizedModel
 from dynbook_lib.ntk import center_examples, empirical_ntk, empirical_ntk_reference
 from dynbook_lib.tangent import jacobian, tangent_factors
@@ -271,3 +279,46 @@ def test_linearized_model_keeps_its_own_copy_of_w0():
     assert list(lin.base.parameters()) == []
     assert sum(p.numel() for p in lin.parameters()) == sum(p.numel() for p in model.parameters())
     assert list(lin.named_weights()) == [n for n, _ in model.named_parameters()]
+
+
+def _features(n, p, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, p, generator=gen, dtype=torch.float64), torch.randn(n, generator=gen, dtype=torch.float64)
+
+
+def test_kernel_gd_predict_is_gradient_descent_on_the_linear_model_iterated():
+    phi, y = _features(12, 30, 0)  # over-parameterised: K invertible
+    phi_new = torch.randn(5, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    eta, steps, n = 0.05, 137, phi.shape[0]
+    w = torch.zeros(30, dtype=torch.float64)
+    for _ in range(steps):  # gradient descent on (1/2n) ||phi w - y||^2
+        w -= eta * phi.T @ (phi @ w - y) / n
+    k, k_new = phi @ phi.T, phi_new @ phi.T
+    assert_close(kernel_gd_predict(k, k_new, y, rate=eta / n, steps=steps), phi_new @ w)
+    assert_close(kernel_gd_predict(k, k, y, rate=eta / n, steps=0), torch.zeros_like(y))
+
+
+def test_kernel_gd_predict_limit_is_the_min_norm_interpolant_or_the_least_squares_fit():
+    phi, y = _features(12, 30, 2)
+    phi_new = torch.randn(4, 30, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    w_min_norm = torch.linalg.pinv(phi) @ y  # interpolates with the smallest ||w||
+    assert_close(kernel_gd_predict(phi @ phi.T, phi_new @ phi.T, y), phi_new @ w_min_norm, scale=100)
+    assert_close(kernel_gd_predict(phi @ phi.T, phi @ phi.T, y), y, scale=100)
+    under, y_under = _features(20, 6, 4)  # under-parameterised: rank-6 kernel, the limit is least squares
+    w_ls = torch.linalg.lstsq(under, y_under[:, None]).solution[:, 0]
+    assert_close(kernel_gd_predict(under @ under.T, under @ under.T, y_under), under @ w_ls, scale=100)
+    # a long finite run approaches the limit, and tiny eigenvalues keep their digits (gain -> rate * steps)
+    k = under @ under.T
+    rate = 1.0 / float(torch.linalg.eigvalsh(k)[-1])
+    assert_close(kernel_gd_predict(k, k, y_under, rate=rate, steps=200_000), under @ w_ls, scale=100)
+
+
+def test_kernel_gd_predict_refuses_bad_inputs():
+    k = torch.eye(3, dtype=torch.float64)
+    y = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="rate 3 diverges: it must be below 2 / lambda_max = 2"):
+        kernel_gd_predict(k, k, y, rate=3.0, steps=5)
+    with pytest.raises(ValueError, match="needs rate > 0 and steps >= 0"):
+        kernel_gd_predict(k, k, y, steps=5)
+    with pytest.raises(ValueError, match=r"needs k_train \(n, n\), k_cross \(n', n\) and y"):
+        kernel_gd_predict(k, k[:, :2], y)
