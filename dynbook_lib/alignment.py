@@ -116,6 +116,31 @@ def log_steps(total: int, first: int = 5, ratio: float = 1.15) -> list[int]:
     return sorted(steps)
 
 
+def learned_before_auc(easy: list[float] | torch.Tensor, hard: list[float] | torch.Tensor) -> float:
+    """Area under the learning-order curve ``(F_easy(t), F_hard(t))``: the fractions of two groups fitted at the same
+    logged steps, each made non-decreasing (running maximum), joined to ``(0, 0)`` before and ``(1, 1)`` after.
+
+    If every example, once fitted, stays fitted, this is ``P(T_hard < T_easy)`` (ties count half) for the fitting
+    times ``T`` of a random example of each group, examples never fitted counting as fitted last; it is read off
+    the two fitted fractions, so it does not depend on how fast training is, only on the order. 0: every easy
+    example is fitted before any hard one; 0.5: no order.
+
+    Example:
+        >>> learned_before_auc([0.0, 1.0, 1.0], [0.0, 0.0, 1.0])  # all easy ones first
+        0.0
+        >>> learned_before_auc([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])  # together
+        0.5
+    """
+    x = torch.as_tensor(easy, dtype=torch.float64).cummax(0).values
+    y = torch.as_tensor(hard, dtype=torch.float64).cummax(0).values
+    if x.ndim != 1 or x.shape != y.shape or not len(x) or float(min(x.min(), y.min())) < 0 or \
+            float(max(x.max(), y.max())) > 1:
+        raise ValueError("learned_before_auc needs two curves of fitted fractions in [0, 1] logged at the same steps")
+    zero, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    x, y = torch.cat([zero, x, one]), torch.cat([zero, y, one])
+    return float(torch.trapezoid(y, x))
+
+
 def complexity(log: KernelLog, n_train: int, probe: str = "train") -> float:
     """``sum_t ||w_{t+1} - w_t|| ||Phi_t||_F / n``, estimated from a log: ``||Phi_t||_F^2`` over the ``n`` training
     examples as ``(n / n_probe) Tr K`` of a probe of ``n_probe`` training examples, at the last logged step.
@@ -267,11 +292,13 @@ class AlignmentConfig:
 
 ALIGNMENT_FAST = AlignmentConfig(
     data="digits", model="mlp", n_train=1437, n_test=360, epochs=30, batch_size=32, lr=0.05, momentum=0.9,
-    weight_decay=0.0, probe_size=100, noise=0.3, sweep_noises=(0.0, 0.3, 0.6), alphas=(0.5, 1.0, 8.0), log_ratio=1.2,
+    weight_decay=0.0, probe_size=100, noise=0.3, sweep_noises=(0.0, 0.15, 0.3, 0.45, 0.6), alphas=(0.5, 1.0, 8.0),
+    log_ratio=1.2,
 )
 ALIGNMENT_FULL = AlignmentConfig(
     data="cifar10", model="vgg11", n_train=10_000, n_test=10_000, epochs=60, batch_size=128, lr=0.01, momentum=0.9,
-    weight_decay=5e-4, probe_size=100, noise=0.2, sweep_noises=(0.0, 0.2, 0.5), alphas=(0.5, 1.0, 8.0), cnn_width=0.5,
+    weight_decay=5e-4, probe_size=100, noise=0.2, sweep_noises=(0.0, 0.1, 0.2, 0.35, 0.5), alphas=(0.5, 1.0, 8.0),
+    cnn_width=0.5,
     yy_n=3000, yy_steps=6000, hasty_steps=50_000, hasty_lr=2e-4,
 )
 # The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so

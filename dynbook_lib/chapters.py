@@ -61,7 +61,8 @@ CHAPTERS: tuple[Chapter, ...] = (
         "ntk-alignment",
         "NTK alignment: lazy vs hasty",
         "I Linearisation",
-        ("alignment_increases", "effective_rank_decreases", "easy_aligns_faster"),
+        ("alignment_increases", "effective_rank_decreases", "easy_aligns_faster", "complexity_tracks_test_error",
+         "hasty_delays_hard_examples"),
         ("hasty_reverses_order",),
     ),
     Chapter(

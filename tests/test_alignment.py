@@ -15,6 +15,7 @@ from dynbook_lib.alignment import (
     build_model,
     center_examples,
     complexity,
+    learned_before_auc,
     load_task,
     log_steps,
     relabel,
@@ -171,13 +172,13 @@ def test_run_alignment_on_digits_probes_and_labels():
 def test_fast_profile_is_the_specified_one():
     cfg = ALIGNMENT_FAST
     assert (cfg.data, cfg.widths, cfg.lr, cfg.epochs, cfg.probe_size) == ("digits", (64, 256, 256, 10), 0.05, 30, 100)
-    assert cfg.momentum == 0.9 and cfg.noise == 0.3 and len(cfg.sweep_noises) == 3
+    assert cfg.momentum == 0.9 and cfg.noise == 0.3 and len(cfg.sweep_noises) == 5
 
 
 def test_full_profile_builds_and_runs_on_small_fake_cifar(tmp_path):
     net = build_model(ALIGNMENT_FULL, seed=0)  # VGG-11 at the profile's width
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert ALIGNMENT_FULL.sweep_noises == (0.0, 0.2, 0.5) and ALIGNMENT_FULL.weight_decay == 5e-4
+    assert ALIGNMENT_FULL.sweep_noises == (0.0, 0.1, 0.2, 0.35, 0.5) and ALIGNMENT_FULL.weight_decay == 5e-4
     write_fake_cifar(tmp_path, per_batch=8)
     cfg = replace(ALIGNMENT_FULL, n_train=40, n_test=8, epochs=1, batch_size=8, probe_size=3, cnn_width=1 / 16)
     task = load_task(cfg, seed=0, data_root=str(tmp_path), download=False)
@@ -206,3 +207,17 @@ def test_minibatches_walk_a_permutation_then_reshuffle():
     assert len(third) == 4  # the remainder of 2 was dropped and a new order drawn
     with pytest.raises(ValueError, match="need 0 < batch_size <= n"):
         next(minibatches(3, 4, gen))
+
+
+def test_learned_before_auc_is_the_probability_that_a_hard_example_is_fitted_first():
+    # per-example fitting times: easy at 1, 2, 3, 4; hard at 2.5, 5 (P(T_hard < T_easy) = (2 + 0) / 8 = 0.25)
+    steps = [0, 1, 2, 2.5, 3, 4, 5]
+    easy = [sum(t <= s for t in (1, 2, 3, 4)) / 4 for s in steps]
+    hard = [sum(t <= s for t in (2.5, 5)) / 2 for s in steps]
+    assert learned_before_auc(easy, hard) == pytest.approx(0.25)
+    assert learned_before_auc(hard, easy) == pytest.approx(0.75)
+    # hard examples never fitted count as fitted last; a dip (forgetting) is ignored by the running maximum
+    assert learned_before_auc([0.5, 1.0], [0.0, 0.0]) == 0.0
+    assert learned_before_auc([0.0, 0.5, 0.2, 1.0], [0.0, 0.5, 0.5, 1.0]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="two curves of fitted fractions in"):
+        learned_before_auc([0.0, 1.2], [0.0, 1.0])
