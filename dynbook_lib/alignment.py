@@ -184,6 +184,7 @@ def train_and_track(
     alpha: float = 1.0,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    decay_to: str = "zero",
     log_at: list[int] | None = None,
     n_classes: int = 10,
     watch: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -201,14 +202,23 @@ def train_and_track(
         steps, lr, batch_size, seed: SGD settings (minibatches drawn from ``seed``).
         alpha: output scale (``1`` the standard network).
         momentum, weight_decay: of ``torch.optim.SGD``.
+        decay_to: ``"zero"`` (torch's weight decay, the penalty ``||w||^2 / 2``) or ``"init"`` (the penalty
+            ``||w - w0||^2 / 2``: the ridge penalty of the tangent model, under which a lazy run stays a regularised
+            kernel regression; decay towards 0 would move ``alpha (f(w) - f(w0))`` by about ``alpha`` times the
+            shrinkage of ``f``, a drift that grows with ``alpha``).
         log_at: steps at which to measure (default :func:`log_steps`).
         watch: name -> (inputs, labels) whose accuracy only is logged (no kernel).
         on_log: called as ``on_log(step, scaled_model)`` at each logged step (to take snapshots).
         spectra: probes whose spectrum, effective rank and top eigenvalue are logged too (default: all).
     """
+    if decay_to not in ("zero", "init"):
+        raise ValueError(f"unknown decay_to {decay_to!r}; expected 'zero' or 'init'")
     scaled = Rescaled(model, alpha) if alpha != 1.0 else model
-    opt = torch.optim.SGD(model.parameters(), lr=lr / alpha**2, momentum=momentum, weight_decay=weight_decay)
+    to_init = decay_to == "init" and weight_decay > 0
+    opt = torch.optim.SGD(model.parameters(), lr=lr / alpha**2, momentum=momentum,
+                          weight_decay=0.0 if to_init else weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
+    initial = [p.detach().clone() for p in params] if to_init else []
     gen = make_generator(seed)
     log_at = set(log_steps(steps) if log_at is None else log_at)
     log = KernelLog()
@@ -234,6 +244,9 @@ def train_and_track(
         idx = next(batches).to(x.device)
         opt.zero_grad()
         nn.functional.cross_entropy(scaled(x[idx]), y[idx]).backward()
+        with torch.no_grad():
+            for p, p0 in zip(params, initial):  # the gradient of (weight_decay / 2) ||w - w0||^2
+                p.grad.add_(p - p0, alpha=weight_decay)
         before = [p.detach().clone() for p in params]
         opt.step()
         with torch.no_grad():
@@ -368,7 +381,8 @@ def run_alignment(task: Task, cfg: AlignmentConfig, *, noise: float, alpha: floa
     on four probes of ``cfg.probe_size`` examples: ``test`` (true labels), ``train`` (a random training subset, the
     labels trained on), and with noise ``clean`` and ``relabelled`` (training examples whose label was kept /
     changed, with the labels trained on). The spectrum is computed for the ``test`` probe only (the
-    eigendecomposition costs more than the kernel)."""
+    eigendecomposition costs more than the kernel). Weight decay (full profile) pulls towards 0 in the standard
+    network (``alpha = 1``) and towards the initialisation in the scaled ones (``train_and_track(decay_to=)``)."""
     device = task.x_train.device
     y_noisy, mask = relabel(task.y_train.cpu(), noise, 10, seed=seed + 1)
     y_noisy = y_noisy.to(device)
@@ -382,7 +396,8 @@ def run_alignment(task: Task, cfg: AlignmentConfig, *, noise: float, alpha: floa
     model = build_model(cfg, seed=seed).to(device)
     log = train_and_track(model, task.x_train, y_noisy, probes, (task.x_test, task.y_test), steps=cfg.steps,
                           lr=cfg.lr, batch_size=cfg.batch_size, seed=seed + 3, alpha=alpha, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, log_at=log_steps(cfg.steps, ratio=cfg.log_ratio),
+                          weight_decay=cfg.weight_decay, decay_to="zero" if alpha == 1.0 else "init",
+                          log_at=log_steps(cfg.steps, ratio=cfg.log_ratio),
                           spectra=("test",), desc=f"noise {noise:g}, alpha {alpha:g}")
     return Run(log, noise, alpha, mask)
 

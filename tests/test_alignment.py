@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 
 from dynbook_lib.alignment import (
     ALIGNMENT_FAST,
@@ -86,6 +87,31 @@ def test_logged_measures_match_a_direct_computation_at_init(alpha):
     assert log.trace["probe"][0] == pytest.approx(float(full.reshape(15, 15).trace()), rel=1e-9)
     assert_close(log.spectra["probe"][0], lam.flip(0))
     assert log.train_loss[1] < log.train_loss[0]
+
+
+def test_weight_decay_pulls_to_zero_or_to_the_initialisation():
+    """Replayed by hand: plain SGD on cross-entropy + (wd / 2) ||w - c||^2 with c = 0 or c = w0, step lr / alpha^2."""
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 4, generator=gen, dtype=F64), torch.randint(0, 3, (8,), generator=gen)
+    alpha, lr, wd, steps = 2.0, 0.5, 0.3, 3
+    for decay_to in ("zero", "init"):
+        model = mlp((4, 5, 3), seed=2)
+        train_and_track(model, x, y, {}, (x, y), steps=steps, lr=lr, batch_size=8, seed=0, alpha=alpha,
+                        weight_decay=wd, decay_to=decay_to, log_at=[0], n_classes=3)
+        replay = mlp((4, 5, 3), seed=2)
+        w0 = [p.detach().clone() for p in replay.parameters()]
+        frozen = mlp((4, 5, 3), seed=2)
+        for _ in range(steps):  # full batch: every minibatch is the whole set
+            out = alpha * (replay(x) - frozen(x))
+            grads = torch.autograd.grad(nn.functional.cross_entropy(out, y), list(replay.parameters()))
+            with torch.no_grad():
+                for p, g, p0 in zip(replay.parameters(), grads, w0):
+                    p -= lr / alpha**2 * (g + wd * (p - (p0 if decay_to == "init" else 0)))
+        for p, q in zip(model.parameters(), replay.parameters()):
+            assert_close(p.detach(), q.detach())
+    with pytest.raises(ValueError, match="unknown decay_to 'one'; expected 'zero' or 'init'"):
+        train_and_track(mlp((4, 5, 3), seed=2), x, y, {}, (x, y), steps=1, lr=0.1, batch_size=8, seed=0,
+                        decay_to="one", n_classes=3)
 
 
 def test_path_length_is_the_sum_of_the_gradient_step_norms():
