@@ -54,7 +54,8 @@ CHAPTERS: tuple[Chapter, ...] = (
         "mean-field",
         "Mean field and global convergence",
         "I Linearisation",
-        ("meanfield_beats_lazy", "meanfield_displacement_flat", "lazy_displacement_decays", "global_convergence_relu"),
+        ("meanfield_beats_lazy", "meanfield_displacement_flat", "lazy_displacement_decays", "global_convergence_relu",
+         "global_convergence_sigmoid"),
     ),
     Chapter(
         3,

@@ -17,7 +17,9 @@ in the lazy one. Relative to the initial weights (norm ``~ sqrt(m)``) the displa
 
 Many networks of different widths are trained as one: :class:`ParticleNets` holds the particles of ``K`` networks
 back to back (``sizes`` gives each one's width) and returns ``(K, n)`` outputs; the loss is the sum of the networks'
-losses, so each network's gradient is its own.
+losses, so each network's gradient is its own. Independent replicates (other seeds: other teachers, inits and
+samples) stack on a leading axis: ``a`` of shape ``(R, M, d)`` gives outputs ``(R, K, n)`` for inputs ``(R, n, d)``, and
+a whole population experiment over ``R`` seeds is one batched run (:func:`population_sweep`).
 
 For ReLU, ``phi`` is 2-homogeneous in ``w`` and gradient flow conserves ``b_i^2 - |a_i|^2`` for every neuron (a test
 checks it).
@@ -25,7 +27,7 @@ checks it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -37,6 +39,11 @@ from dynbook_lib.data.synthetic import TeacherStudent, unit_sphere
 from dynbook_lib.lazy import GDRun, train_gd
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": torch.relu, "sigmoid": torch.sigmoid}
+# sigma'(u) from u and sigma(u), for the closed-form gradient of ParticleNets.square_loss_grads
+DERIVATIVES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "relu": lambda u, h: (u > 0).to(u.dtype),
+    "sigmoid": lambda u, h: h * (1 - h),
+}
 
 
 def _check_activation(name: str) -> None:
@@ -48,8 +55,9 @@ class ParticleNets(nn.Module):
     """``K`` two-layer networks ``f_k(x) = m_k^(-beta) sum_{i in k} b_i sigma(a_i . x)``, particles back to back.
 
     Args:
-        a: input weights of all particles, shape ``(M, d)`` with ``M = sum(sizes)``.
-        b: output weights, shape ``(M,)``.
+        a: input weights of all particles, shape ``(M, d)`` with ``M = sum(sizes)``, or ``(R, M, d)`` for ``R``
+            independent replicates of the same widths (inputs ``(R, n, d)``, outputs ``(R, K, n)``).
+        b: output weights, shape ``(M,)`` (or ``(R, M)``).
         sizes: width ``m_k`` of each network, in the order of the particles.
         beta: scaling exponent (``1`` mean field, ``1/2`` lazy / NTK).
         activation: ``"relu"`` or ``"sigmoid"``.
@@ -66,22 +74,43 @@ class ParticleNets(nn.Module):
                  activation: str = "relu") -> None:
         super().__init__()
         _check_activation(activation)
-        if a.ndim != 2 or b.shape != a.shape[:1] or sum(sizes) != len(a) or min(sizes) < 1:
-            raise ValueError(f"need a (M, d), b (M,) and positive sizes summing to M; got a {tuple(a.shape)}, "
-                             f"b {tuple(b.shape)}, sizes {sizes}")
+        if a.ndim not in (2, 3) or b.shape != a.shape[:-1] or sum(sizes) != a.shape[-2] or min(sizes) < 1:
+            raise ValueError(f"need a ([R,] M, d), b ([R,] M) and positive sizes summing to M; got a "
+                             f"{tuple(a.shape)}, b {tuple(b.shape)}, sizes {sizes}")
         self.a = nn.Parameter(a.clone())
         self.b = nn.Parameter(b.clone())
         self.sizes, self.beta, self.activation = tuple(sizes), float(beta), activation
         network = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         widths = torch.tensor(sizes, dtype=a.dtype)[network]
-        pool = torch.zeros(len(a), len(sizes), dtype=a.dtype)
-        pool[torch.arange(len(a)), network] = widths ** (-self.beta)
+        pool = torch.zeros(len(network), len(sizes), dtype=a.dtype)
+        pool[torch.arange(len(network)), network] = widths ** (-self.beta)
         self.register_buffer("network", network.to(a.device))
         self.register_buffer("pool", pool.to(a.device))  # (M, K): m_k^-beta on the particles of network k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = ACTIVATIONS[self.activation](x @ self.a.T)  # (n, M)
-        return ((hidden * self.b) @ self.pool).T  # (K, n)
+        hidden = ACTIVATIONS[self.activation](x @ self.a.mT)  # ([R,] n, M)
+        return ((hidden * self.b.unsqueeze(-2)) @ self.pool).mT  # ([R,] K, n)
+
+    def square_loss_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss ``L = sum_k (1/2n) sum_j (f_k(x_j) - y_j)^2`` (summed over networks, and replicates) and its
+        gradients with respect to ``a`` and ``b``, in closed form (online SGD builds no autograd graph per step):
+
+        ``dL/db_i = m_k^-beta (1/n) sum_j r_kj sigma(a_i . x_j)``,
+        ``dL/da_i = m_k^-beta b_i (1/n) sum_j r_kj sigma'(a_i . x_j) x_j`` (``r`` the residual, ``k`` the network
+        of particle ``i``). A test checks them against autograd.
+
+        Args:
+            x: inputs ``([R,] n, d)``.
+            y: targets ``([R,] n)``, the same for every network.
+        """
+        with torch.no_grad():
+            pre = x @ self.a.mT  # ([R,] n, M)
+            hidden = ACTIVATIONS[self.activation](pre)
+            residual = (hidden * self.b.unsqueeze(-2)) @ self.pool - y.unsqueeze(-1)  # ([R,] n, K)
+            back = (residual / x.shape[-2]) @ self.pool.T  # ([R,] n, M): m_k^-beta r_k / n on each particle
+            grad_b = (hidden * back).sum(-2)
+            grad_a = (back * self.b.unsqueeze(-2) * DERIVATIVES[self.activation](pre, hidden)).mT @ x
+            return 0.5 * residual.pow(2).mean(-2).sum(), grad_a, grad_b
 
     def particle_widths(self) -> torch.Tensor:
         """Width ``m_k`` of the network each particle belongs to, shape ``(M,)``."""
@@ -123,46 +152,55 @@ def init_particles(sizes: tuple[int, ...], d: int, *, seed: int, beta: float, ac
 
 
 def relative_displacement(net: ParticleNets, a0: torch.Tensor, b0: torch.Tensor) -> torch.Tensor:
-    """``||w - w0|| / ||w0||`` of each network (all its particles' ``a`` and ``b``), shape ``(K,)``."""
-    moved = ((net.a.detach() - a0) ** 2).sum(1) + (net.b.detach() - b0) ** 2
-    start = (a0**2).sum(1) + b0**2
-    per_net = torch.zeros(len(net.sizes), 2, dtype=moved.dtype, device=moved.device)
-    per_net.index_add_(0, net.network, torch.stack([moved, start], 1))
-    return (per_net[:, 0] / per_net[:, 1]).sqrt()
+    """``||w - w0|| / ||w0||`` of each network (all its particles' ``a`` and ``b``), shape ``([R,] K)``."""
+    moved = ((net.a.detach() - a0) ** 2).sum(-1) + (net.b.detach() - b0) ** 2  # ([R,] M)
+    start = (a0**2).sum(-1) + b0**2
+    member = (net.pool != 0).to(moved.dtype)  # (M, K): particle i belongs to network k
+    return ((moved @ member) / (start @ member)).sqrt()
 
 
 @dataclass
 class OnlineRun:
-    """Online SGD record: ``steps`` and the population loss of each network, ``loss`` of shape ``(T, K)``."""
+    """Online SGD record: ``steps`` ``(T,)`` and the population loss of each network, ``loss`` of shape ``(T, K)``,
+    or ``(T, R, K)`` for ``R`` replicates."""
 
     steps: torch.Tensor
     loss: torch.Tensor
 
 
 def train_online(net: ParticleNets, teacher: Callable[[torch.Tensor], torch.Tensor], x_test: torch.Tensor,
-                 *, eta: float, steps: int, batch_size: int, seed: int, record_every: int = 100,
+                 *, eta: float, steps: int, batch_size: int, seed: int | Sequence[int], record_every: int = 100,
                  desc: str | None = None) -> OnlineRun:
     """SGD on fresh Gaussian inputs ``N(0, I_d)`` at every step (the population loss, no training set), half square
     loss to ``teacher(x)``, per-particle steps :func:`particle_steps`; records the population loss estimated on
-    ``x_test`` (half mean square error, per network)."""
-    gen = make_generator(seed)
+    ``x_test`` (half mean square error, per network).
+
+    With ``R`` replicates (``net.a`` of shape ``(R, M, d)``, ``teacher`` and ``x_test`` batched the same way),
+    ``seed`` is a sequence of ``R`` seeds, one input stream each: replicate ``r`` sees the inputs it would see trained
+    alone with ``seed[r]``, and the loss (the sum over replicates and networks) gives each its own gradient.
+    """
+    batched = net.a.ndim == 3
+    seeds = list(seed) if batched else [seed]  # type: ignore[list-item]
+    if batched and len(seeds) != net.a.shape[0]:
+        raise ValueError(f"{net.a.shape[0]} replicates need as many seeds, got {len(seeds)}")
+    gens = [make_generator(int(s)) for s in seeds]
+    d = net.a.shape[-1]
     steps_per_particle = particle_steps(net, eta)
-    params = [net.a, net.b]
-    y_test = teacher(x_test)
+    y_test = teacher(x_test).unsqueeze(-2)  # ([R,] 1, n): broadcast over the networks
     record_steps, losses = [], []
     for step in progress(range(steps + 1), desc=desc, leave=False):
         if step % record_every == 0 or step == steps:
             with torch.no_grad():
-                losses.append(0.5 * ((net(x_test) - y_test) ** 2).mean(1))
+                losses.append(0.5 * ((net(x_test) - y_test) ** 2).mean(-1))
             record_steps.append(step)
         if step == steps:
             break
-        x = torch.randn(batch_size, net.a.shape[1], generator=gen, dtype=net.a.dtype).to(net.a.device)
-        loss = 0.5 * ((net(x) - teacher(x)) ** 2).mean(1).sum()
-        grads = torch.autograd.grad(loss, params)
+        x = torch.stack([torch.randn(batch_size, d, generator=g, dtype=net.a.dtype) for g in gens])
+        x = (x if batched else x[0]).to(net.a.device)
+        _, grad_a, grad_b = net.square_loss_grads(x, teacher(x))
         with torch.no_grad():
-            net.a -= steps_per_particle[:, None] * grads[0]
-            net.b -= steps_per_particle * grads[1]
+            net.a -= steps_per_particle[:, None] * grad_a
+            net.b -= steps_per_particle * grad_b
     return OnlineRun(torch.tensor(record_steps), torch.stack(losses))
 
 
@@ -204,9 +242,23 @@ def init_output_rms(widths: tuple[int, ...], d: int, beta: float, x: torch.Tenso
     return (total / draws).sqrt()
 
 
+@dataclass
+class PlantedTeacher:
+    """``f*(x) = sum_j s_j sigma(theta_j . x)`` with unit directions ``theta`` ``([R,] m0, d)`` and signs
+    ``s = +-1`` ``([R,] m0)``; inputs ``([R,] n, d)``, outputs ``([R,] n)``."""
+
+    theta: torch.Tensor
+    signs: torch.Tensor
+    activation: str = "relu"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = ACTIVATIONS[self.activation](x @ self.theta.to(x.device).mT)  # ([R,] n, m0)
+        return (hidden * self.signs.to(x.device).unsqueeze(-2)).sum(-1)
+
+
 def planted_teacher(d: int, m0: int, *, seed: int, activation: str = "relu",
-                    dtype: torch.dtype = torch.float64) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``f*(x) = sum_j s_j sigma(theta_j . x)`` with ``m0`` unit directions ``theta_j`` and signs ``s_j = +-1``.
+                    dtype: torch.dtype = torch.float64) -> PlantedTeacher:
+    """A teacher of ``m0`` neurons: directions uniform on the unit sphere, signs ``+-1`` with probability 1/2.
 
     Example:
         >>> teacher = planted_teacher(3, 2, seed=0)
@@ -217,25 +269,62 @@ def planted_teacher(d: int, m0: int, *, seed: int, activation: str = "relu",
     gen = make_generator(seed)
     theta = unit_sphere(m0, d, gen, dtype)
     signs = torch.randint(0, 2, (m0,), generator=gen, dtype=dtype) * 2 - 1
-    sigma = ACTIVATIONS[activation]
-
-    def teacher(x: torch.Tensor) -> torch.Tensor:
-        return sigma(x @ theta.to(x.device).T) @ signs.to(x.device)
-
-    return teacher
+    return PlantedTeacher(theta, signs, activation)
 
 
-def population_sweep(widths: tuple[int, ...], d: int, m0: int, *, activation: str, seed: int, eta: float, steps: int,
-                     batch_size: int, scale: float, n_test: int, record_every: int = 100,
-                     dtype: torch.dtype = torch.float64) -> OnlineRun:
+def population_sweep(widths: tuple[int, ...], d: int, m0: int, *, activation: str, seeds: Sequence[int], eta: float,
+                     steps: int, batch_size: int, scale: float, n_test: int, record_every: int = 100,
+                     dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> OnlineRun:
     """Mean-field networks of several widths trained by online SGD on a planted teacher of ``m0`` neurons of the same
-    activation; the loss is normalised by that of the zero function, ``E[f*^2] / 2`` (so 1 at a zero init)."""
-    teacher = planted_teacher(d, m0, seed=seed + 1, activation=activation, dtype=dtype)
-    x_test = torch.randn(n_test, d, generator=make_generator(seed + 2), dtype=dtype)
-    net = init_particles(widths, d, seed=seed, beta=1.0, activation=activation, scale=scale, dtype=dtype)
-    run = train_online(net, teacher, x_test, eta=eta, steps=steps, batch_size=batch_size, seed=seed + 3,
-                       record_every=record_every, desc=f"{activation}, seed {seed}")
-    return OnlineRun(run.steps, run.loss / (0.5 * teacher(x_test).pow(2).mean()))
+    activation, for each seed ``s`` of ``seeds`` (teacher seed ``s + 1``, test inputs ``s + 2``, init ``s``, SGD inputs
+    ``s + 3``), all replicates in one batched run. The loss, of shape ``(T, R, K)``, is normalised per replicate by
+    that of the zero function, ``E[f*^2] / 2`` (so 1 at the symmetrised init)."""
+    teachers = [planted_teacher(d, m0, seed=s + 1, activation=activation, dtype=dtype) for s in seeds]
+    teacher = PlantedTeacher(torch.stack([t.theta for t in teachers]), torch.stack([t.signs for t in teachers]),
+                             activation)
+    x_test = torch.stack([torch.randn(n_test, d, generator=make_generator(s + 2), dtype=dtype) for s in seeds])
+    nets = [init_particles(widths, d, seed=s, beta=1.0, activation=activation, scale=scale, dtype=dtype)
+            for s in seeds]
+    net = ParticleNets(torch.stack([n.a.detach() for n in nets]), torch.stack([n.b.detach() for n in nets]), widths,
+                       1.0, activation).to(device)
+    x_test = x_test.to(device)
+    run = train_online(net, teacher, x_test, eta=eta, steps=steps, batch_size=batch_size, seed=[s + 3 for s in seeds],
+                       record_every=record_every, desc=f"{activation}, {len(seeds)} seeds")
+    zero_loss = 0.5 * teacher(x_test).pow(2).mean(-1)  # (R,)
+    return OnlineRun(run.steps, (run.loss / zero_loss[:, None]).cpu())
+
+
+@dataclass
+class Convergence:
+    """Which runs of a population sweep reached the global minimum: final normalised losses ``final`` ``(R, K)``,
+    ``tol``, the fraction of seeds above ``tol`` at each width ``failing`` ``(K,)``, ``m_star`` (the smallest width
+    from which the claim is made) and ``worst`` (the largest final loss over every seed and every width ``>= m_star``).
+    """
+
+    widths: tuple[int, ...]
+    final: torch.Tensor
+    tol: float
+    failing: torch.Tensor
+    m_star: int
+    worst: float
+
+
+def convergence(final: torch.Tensor, widths: tuple[int, ...], *, tol: float, m_star: int) -> Convergence:
+    """Summarise the final losses ``(R, K)`` of ``R`` seeds at ``widths``: per-width failure fraction (loss above
+    ``tol``) and the worst loss over the widths ``>= m_star``.
+
+    Example:
+        >>> final = torch.tensor([[0.1, 1e-6], [1e-9, 2e-6]], dtype=torch.float64)  # 2 seeds, widths 4 and 8
+        >>> c = convergence(final, (4, 8), tol=1e-4, m_star=8)
+        >>> c.failing.tolist(), c.worst
+        ([0.5, 0.0], 2e-06)
+    """
+    if final.ndim != 2 or final.shape[1] != len(widths) or m_star > max(widths):
+        raise ValueError(f"need final (R, K) with K = {len(widths)} widths and m_star <= {max(widths)}; got "
+                         f"{tuple(final.shape)}, m_star {m_star}")
+    above = torch.tensor(widths) >= m_star
+    return Convergence(tuple(widths), final, tol, (final > tol).to(final.dtype).mean(0), m_star,
+                       float(final[:, above].max()))
 
 
 @dataclass(frozen=True)
@@ -244,9 +333,11 @@ class MeanFieldConfig:
 
     Width sweep (teacher-student regression, full-batch GD, ReLU): ``d``, ``n``, ``n_test``, teacher width ``m0``,
     ``widths``, step ``eta`` (per particle ``eta m^(2 beta - 1)``), ``steps``, init ``scale``, ``sweep_seeds``.
-    Population (online SGD, mean field): ``pop_d``, ``pop_m0``, ``pop_widths``, ``pop_seeds``, ``pop_eta``,
-    ``pop_steps``, ``pop_batch``, ``pop_scale``, ``pop_n_test``. Two-dimensional flow: ``flow_n``, ``flow_m``,
-    ``flow_eta``, ``flow_steps``, ``flow_scale``.
+    Population (online SGD, mean field): ``pop_d``, ``pop_m0``, ``pop_widths``, ``pop_seeds`` (replicates, trained
+    as one batch), steps ``pop_eta`` (ReLU) and ``pop_eta_sigmoid``, ``pop_steps``, ``pop_batch``, ``pop_scale``,
+    ``pop_n_test``; a run has converged when its normalised loss is at most ``pop_tol``, and global convergence is
+    claimed for every seed from the width ``pop_spare_relu * pop_m0`` (ReLU) and ``pop_spare_sigmoid * pop_m0``
+    (sigmoid) up. Two-dimensional flow: ``flow_n``, ``flow_m``, ``flow_eta``, ``flow_steps``, ``flow_scale``.
     """
 
     d: int
@@ -267,6 +358,10 @@ class MeanFieldConfig:
     scale: float = 1.0
     pop_scale: float = 1.0
     pop_n_test: int = 4000
+    pop_eta_sigmoid: float = 2.0
+    pop_tol: float = 1e-4
+    pop_spare_relu: int = 4
+    pop_spare_sigmoid: int = 8
     flow_n: int = 200
     flow_m: int = 64
     flow_eta: float = 0.5
@@ -277,12 +372,12 @@ class MeanFieldConfig:
 
 MEANFIELD_FAST = MeanFieldConfig(
     d=20, n=300, n_test=1000, m0=3, widths=tuple(2**k for k in range(1, 10)), eta=0.5, steps=1000, sweep_seeds=3,
-    pop_d=10, pop_m0=4, pop_widths=tuple(4 * 2**k for k in range(7)), pop_seeds=3, pop_eta=0.1, pop_steps=3000,
-    pop_batch=100, dtype=torch.float32,
+    pop_d=10, pop_m0=4, pop_widths=tuple(4 * 2**k for k in range(6)), pop_seeds=8, pop_eta=0.5, pop_steps=3000,
+    pop_batch=50, dtype=torch.float32,
 )
 MEANFIELD_FULL = MeanFieldConfig(
     d=100, n=1000, n_test=5000, m0=3, widths=tuple(2**k for k in range(1, 10)), eta=0.5, steps=25_000, sweep_seeds=5,
-    pop_d=10, pop_m0=4, pop_widths=tuple(4 * 2**k for k in range(9)), pop_seeds=10, pop_eta=0.1, pop_steps=30_000,
+    pop_d=10, pop_m0=4, pop_widths=tuple(4 * 2**k for k in range(9)), pop_seeds=10, pop_eta=0.5, pop_steps=60_000,
     pop_batch=200, pop_n_test=20_000, flow_steps=10_000,
 )
 # The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so

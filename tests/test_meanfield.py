@@ -1,6 +1,7 @@
 """Mean-field particle networks (chapter 02), in float64: the batched forward against a network-by-network loop, the
 scaling of the per-particle steps (one GD step moves the outputs by the closed-form tangent kernel, whatever beta),
-conservation of b^2 - |a|^2 for ReLU along gradient flow, displacement per network, and online SGD."""
+conservation of b^2 - |a|^2 for ReLU along gradient flow, displacement per network, the closed-form gradient against
+autograd, online SGD, replicates batched against each replicate alone, and the convergence summary."""
 
 import pytest
 import torch
@@ -10,10 +11,13 @@ from dynbook_lib.data.synthetic import TeacherStudent
 from dynbook_lib.meanfield import (
     MEANFIELD_FAST,
     MEANFIELD_FULL,
+    MEANFIELD_SMOKE,
     ParticleNets,
+    convergence,
     init_output_rms,
     init_particles,
     particle_steps,
+    PlantedTeacher,
     planted_teacher,
     population_sweep,
     relative_displacement,
@@ -46,6 +50,34 @@ def test_batched_forward_equals_each_network_alone(activation, beta):
     net = ParticleNets(a, b, sizes, beta, activation)
     assert_close(net(x), loop_forward(a, b, sizes, beta, activation, x))
     assert [len(p) for p in net.split(net.b.detach())] == list(sizes)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_replicates_on_a_leading_axis_equal_each_replicate_alone(activation):
+    gen = torch.Generator().manual_seed(4)
+    sizes = (2, 5)
+    a, b = torch.randn(3, 7, 4, generator=gen, dtype=F64), torch.randn(3, 7, generator=gen, dtype=F64)
+    x = torch.randn(3, 6, 4, generator=gen, dtype=F64)
+    out = ParticleNets(a, b, sizes, 1.0, activation)(x)
+    assert out.shape == (3, 2, 6)
+    for r in range(3):
+        assert_close(out[r], loop_forward(a[r], b[r], sizes, 1.0, activation, x[r]))
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("replicates", [None, 3])
+def test_closed_form_gradient_equals_autograd(activation, replicates):
+    gen = torch.Generator().manual_seed(5)
+    lead = () if replicates is None else (replicates,)
+    a, b = torch.randn(*lead, 9, 4, generator=gen, dtype=F64), torch.randn(*lead, 9, generator=gen, dtype=F64)
+    x, y = torch.randn(*lead, 11, 4, generator=gen, dtype=F64), torch.randn(*lead, 11, generator=gen, dtype=F64)
+    net = ParticleNets(a, b, (1, 3, 5), 1.0, activation)
+    loss, grad_a, grad_b = net.square_loss_grads(x, y)
+    reference = 0.5 * ((net(x) - y.unsqueeze(-2)) ** 2).mean(-1).sum()
+    ref_a, ref_b = torch.autograd.grad(reference, [net.a, net.b])
+    assert_close(loss, reference.detach())
+    assert_close(grad_a, ref_a)
+    assert_close(grad_b, ref_b)
 
 
 def test_bad_arguments_are_refused():
@@ -152,6 +184,26 @@ def test_online_sgd_lowers_the_population_loss_and_is_deterministic():
     assert bool((runs[0].loss[-1] < 0.5 * runs[0].loss[0]).all())
 
 
+def test_online_sgd_over_replicates_equals_each_replicate_alone():
+    """Replicate r of a batched run sees the inputs of seed[r] and follows the run it would have alone."""
+    teachers = [planted_teacher(3, 2, seed=s) for s in (10, 11)]
+    x_tests = [torch.randn(50, 3, generator=torch.Generator().manual_seed(s), dtype=F64) for s in (0, 1)]
+    nets = [init_particles((2, 6), 3, seed=s, beta=1.0) for s in (20, 21)]
+    alone = [train_online(init_particles((2, 6), 3, seed=s, beta=1.0), t, xt, eta=0.05, steps=30, batch_size=8,
+                          seed=sgd, record_every=10)
+             for s, t, xt, sgd in zip((20, 21), teachers, x_tests, (30, 31))]
+    batched_teacher = PlantedTeacher(torch.stack([t.theta for t in teachers]), torch.stack([t.signs for t in teachers]))
+    net = ParticleNets(torch.stack([n.a.detach() for n in nets]), torch.stack([n.b.detach() for n in nets]), (2, 6),
+                       1.0)
+    together = train_online(net, batched_teacher, torch.stack(x_tests), eta=0.05, steps=30, batch_size=8,
+                            seed=[30, 31], record_every=10)
+    assert together.loss.shape == (4, 2, 2)
+    for r in range(2):
+        assert_close(together.loss[:, r], alone[r].loss)
+    with pytest.raises(ValueError, match="2 replicates need as many seeds"):
+        train_online(net, batched_teacher, torch.stack(x_tests), eta=0.05, steps=1, batch_size=8, seed=[30])
+
+
 def test_init_output_follows_the_central_limit_theorem():
     """E f(w0)(x)^2 = m^(1 - 2 beta) E[b^2] E[relu(a.x)^2] = m^(1 - 2 beta) |x|^2 / (2 d) for a ~ N(0, I / d)."""
     d = 4
@@ -195,22 +247,37 @@ def test_width_sweep_starts_from_zero_and_lowers_the_loss(beta):
     assert bool((sweep.run.train_loss[-1] < 0.5 * sweep.run.train_loss[0]).all())
 
 
-def test_population_loss_is_normalised_by_the_zero_function():
-    run = population_sweep((4, 8), 3, 2, activation="relu", seed=0, eta=0.05, steps=2, batch_size=8, scale=1.0,
-                           n_test=100, record_every=1)
-    assert_close(run.loss[0], torch.ones(2, dtype=F64))  # symmetrised init: f(w0) = 0
+def test_population_loss_is_normalised_by_the_zero_function_and_replicates_are_independent():
+    kwargs = dict(activation="relu", eta=0.05, steps=4, batch_size=8, scale=1.0, n_test=100, record_every=2)
+    run = population_sweep((4, 8), 3, 2, seeds=[0, 1000], **kwargs)
+    assert run.loss.shape == (3, 2, 2)
+    assert_close(run.loss[0], torch.ones(2, 2, dtype=F64))  # symmetrised init: f(w0) = 0
+    assert_close(run.loss[:, 1], population_sweep((4, 8), 3, 2, seeds=[1000], **kwargs).loss[:, 0])
+
+
+def test_convergence_counts_the_failing_seeds_and_takes_the_worst_from_m_star():
+    final = torch.tensor([[0.2, 3e-5, 1e-6], [1e-12, 2e-3, 4e-6], [1e-12, 1e-6, 2e-6]], dtype=F64)
+    c = convergence(final, (4, 8, 16), tol=1e-4, m_star=8)
+    assert c.failing.tolist() == pytest.approx([1 / 3, 1 / 3, 0.0])
+    assert c.worst == 2e-3 and c.m_star == 8
+    assert convergence(final, (4, 8, 16), tol=1e-4, m_star=16).worst == 4e-6
+    with pytest.raises(ValueError, match="m_star"):
+        convergence(final, (4, 8, 16), tol=1e-4, m_star=32)
 
 
 def test_profiles_and_the_full_profile_runs_a_step_at_its_sizes():
     fast, full = MEANFIELD_FAST, MEANFIELD_FULL
     assert (fast.d, fast.n, fast.widths[-1], fast.pop_d, fast.pop_m0) == (20, 300, 512, 10, 4)
-    assert 64 * fast.pop_m0 in fast.pop_widths and 64 * full.pop_m0 in full.pop_widths
+    assert 32 * fast.pop_m0 in fast.pop_widths and 64 * full.pop_m0 in full.pop_widths
+    for cfg in (fast, full, MEANFIELD_SMOKE):  # the claims' widths m* are in the sweep, and >= 5 replicates
+        assert {cfg.pop_spare_relu * cfg.pop_m0, cfg.pop_spare_sigmoid * cfg.pop_m0} <= set(cfg.pop_widths)
+    assert fast.pop_seeds >= 5 and full.pop_seeds >= 5
     assert (full.d, full.n, full.steps, full.widths[-1]) == (100, 1000, 25_000, 512)
     base = teacher_student(full.n, full.d, full.m0, seed=0, n_test=full.n_test, dtype=full.dtype)
     for beta in (1.0, 0.5):
         sweep = width_sweep(base, full.widths, beta, eta=full.eta, steps=2, seed=0, record_every=1)
         assert sweep.run.test_loss.shape == (3, len(full.widths))
-    run = population_sweep(full.pop_widths, full.pop_d, full.pop_m0, activation="sigmoid", seed=0, eta=full.pop_eta,
-                           steps=2, batch_size=full.pop_batch, scale=full.pop_scale, n_test=full.pop_n_test,
-                           record_every=1, dtype=full.dtype)
-    assert run.loss.shape == (3, len(full.pop_widths)) and bool(torch.isfinite(run.loss).all())
+    run = population_sweep(full.pop_widths, full.pop_d, full.pop_m0, activation="sigmoid", seeds=[0, 1000],
+                           eta=full.pop_eta_sigmoid, steps=2, batch_size=full.pop_batch, scale=full.pop_scale,
+                           n_test=full.pop_n_test, record_every=1, dtype=full.dtype)
+    assert run.loss.shape == (3, 2, len(full.pop_widths)) and bool(torch.isfinite(run.loss).all())
