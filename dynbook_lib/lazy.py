@@ -451,7 +451,7 @@ def linearization_gap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alphas
     Both start at ``w0`` (the parameters of ``model``, left untouched) and take ``steps`` full-batch gradient steps of
     size ``eta / alpha^2`` on ``(1/2n) ||F - y||^2``, with ``eta = 1 / lambda_max(K/n)`` from the NTK at ``w0``; in
     function space both then move at an ``alpha``-independent speed, and the theorem bounds their gap by
-    ``O(1/alpha)`` for a smooth model (Chizat, Oyallon & Bach 2019, Thm 2.3).
+    ``O(1/alpha)`` for a smooth model (Chizat, Oyallon & Bach 2019, Thm 2.2, finite horizon).
 
     Args:
         model: outputs ``(n, 1)``.
