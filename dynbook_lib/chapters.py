@@ -71,7 +71,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         "ekfac",
         "EKFAC and the structure of the Fisher",
         "II Curvature",
-        ("kfac_beats_diagonal",),
+        ("kfac_beats_diagonal", "ekfac_trains_faster", "ekfac_step_closer_to_natural_gradient"),
         ("ekfac_closer_than_kfac", "ekfac_before_rescaling_is_kfac", "stale_basis_still_closer"),
     ),
     Chapter(

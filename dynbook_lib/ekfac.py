@@ -24,15 +24,18 @@ for the empirical Fisher of the mean per-example loss. The damping is added to e
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
 from torch import nn
 
 from dynbook_lib.core.progress import progress
+from dynbook_lib.fisher import BlockDiagFisher, EKFACFisher, KFACFisher, fisher_factors
 from dynbook_lib.models import minibatches, mlp
 
 Mode = Literal["kfac", "ekfac"]
@@ -148,6 +151,15 @@ class KFACOptimizer(torch.optim.Optimizer):
         else:
             layer.weight.grad.copy_(direction)
 
+    def eigenvalues(self) -> torch.Tensor:
+        """Every layer's current curvature eigenvalues in the KFE, flattened: EKFAC's ``s`` or KFAC's
+        ``lambda_G lambda_A^T`` (what the damping is added to); empty before the first statistics step."""
+        values = []
+        for state in self.factors.values():
+            if "ua" in state:
+                values.append((state["s"] if self.mode == "ekfac" else torch.outer(state["lg"], state["la"])).flatten())
+        return torch.cat(values) if values else torch.zeros(0)
+
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 (torch.optim.Optimizer.step)
         loss = None
@@ -201,13 +213,17 @@ def make_optimizer(name: str, model: nn.Module, hyper: dict[str, float], *, basi
 @dataclass
 class TrainingCurve:
     """Full-batch training loss recorded along one run: ``iterations``, cumulative optimizer ``seconds`` (training
-    steps only, the recording excluded) and ``loss``, each of shape ``(T,)``."""
+    steps only, the recording excluded) and ``loss``, each of shape ``(T,)``; a diverged run ends with an infinite
+    loss. ``snapshots`` holds copies of the model at the steps asked for, ``eigenvalues`` the final curvature
+    eigenvalues of a KFAC or EKFAC run (:meth:`KFACOptimizer.eigenvalues`)."""
 
     name: str
     hyper: dict[str, float]
     iterations: torch.Tensor
     seconds: torch.Tensor
     loss: torch.Tensor
+    snapshots: dict[int, nn.Module] = field(default_factory=dict)
+    eigenvalues: torch.Tensor | None = None
 
     @property
     def final(self) -> float:
@@ -234,13 +250,17 @@ def bernoulli_on(generator: torch.Generator, probs: torch.Tensor) -> torch.Tenso
 
 def train_autoencoder(name: str, hyper: dict[str, float], x: torch.Tensor, *, widths: tuple[int, ...], steps: int,
                       batch_size: int, seed: int, record_every: int = 10, basis_every: int = 10,
-                      stats_every: int = 1, sampled_fisher: bool = True) -> TrainingCurve:
+                      stats_every: int = 1, sampled_fisher: bool = True,
+                      snapshot_steps: tuple[int, ...] = (), divergence_factor: float = 10.0) -> TrainingCurve:
     """Train a fresh :func:`autoencoder` (same init for every optimizer at a given ``seed``) on inputs in ``[0, 1]``
     with the mean binary cross-entropy (summed over pixels, averaged over the batch).
 
     With ``sampled_fisher`` the KFAC/EKFAC statistics come from a backward pass of the loss on pixels sampled from the
     model's Bernoulli outputs (a one-sample estimate of the true Fisher, as in the papers), at the price of a second
-    backward pass per step; otherwise from the training loss (the empirical Fisher)."""
+    backward pass per step; otherwise from the training loss (the empirical Fisher). ``snapshot_steps``: keep a copy
+    of the model before each of these steps (``steps`` for the final one). A run whose recorded loss exceeds
+    ``divergence_factor`` times its initial loss, or whose outputs are not finite, has diverged: it stops there and
+    ends with an infinite loss."""
     model = autoencoder(widths, seed=seed, dtype=x.dtype).to(x.device)
     opt = make_optimizer(name, model, hyper, basis_every=basis_every, stats_every=stats_every)
     gen = torch.Generator().manual_seed(seed)
@@ -251,20 +271,31 @@ def train_autoencoder(name: str, hyper: dict[str, float], x: torch.Tensor, *, wi
     def loss_on(inputs: torch.Tensor) -> torch.Tensor:
         return bce(model(inputs), inputs)
 
-    iterations, seconds, losses, elapsed = [], [], [], 0.0
+    iterations, seconds, losses, snapshots, elapsed = [], [], [], {}, 0.0
     batches = minibatches(len(x), batch_size, gen)
     for step in range(steps + 1):
+        if step in snapshot_steps:  # a fresh network with the weights: a deep copy would carry the optimizer's hooks
+            snapshots[step] = autoencoder(widths, seed=seed, dtype=x.dtype).to(x.device)
+            snapshots[step].load_state_dict(model.state_dict())
         if step % record_every == 0 or step == steps:
             with torch.no_grad():
                 iterations.append(step)
                 seconds.append(elapsed)
                 losses.append(float(loss_on(x)) / x.shape[1])
+            if not losses[-1] <= divergence_factor * losses[0]:  # diverged (NaN compares False)
+                losses[-1] = math.inf
+                break
         if step == steps:
             break
         batch = x[next(batches)]
         start = time.perf_counter()
         opt.zero_grad()
         logits = model(batch)
+        if not torch.isfinite(logits).all():  # diverged: no Bernoulli draws from NaN probabilities
+            iterations.append(step)
+            seconds.append(elapsed)
+            losses.append(math.inf)
+            break
         if sampled_fisher and isinstance(opt, KFACOptimizer) and opt.wants_statistics:
             sampled = bernoulli_on(gen, torch.sigmoid(logits.detach()))
             bce(logits, sampled).backward(retain_graph=True)
@@ -274,11 +305,16 @@ def train_autoencoder(name: str, hyper: dict[str, float], x: torch.Tensor, *, wi
         opt.step()
         elapsed += time.perf_counter() - start
         if not math.isfinite(loss.item()):
+            iterations.append(step + 1)
+            seconds.append(elapsed)
+            losses.append(math.inf)
             break
+    eigenvalues = None
     if isinstance(opt, KFACOptimizer):
         opt.remove_hooks()
+        eigenvalues = opt.eigenvalues()
     return TrainingCurve(name, dict(hyper), torch.tensor(iterations), torch.tensor(seconds),
-                         torch.tensor(losses, dtype=torch.float64))
+                         torch.tensor(losses, dtype=torch.float64), snapshots, eigenvalues)
 
 
 def tune(name: str, grid: list[dict[str, float]], x: torch.Tensor, **kwargs) -> tuple[TrainingCurve, list[TrainingCurve]]:
@@ -289,6 +325,49 @@ def tune(name: str, grid: list[dict[str, float]], x: torch.Tensor, **kwargs) -> 
 
 
 @dataclass(frozen=True)
+class StepCosines:
+    """How well approximate damped natural-gradient steps point along the exact one, at one model.
+
+    ``kfac``, ``ekfac``, ``unpaired``: cosine between ``(F + damping I)^{-1} grad`` (``F`` the exact block-diagonal
+    Fisher) and the same step with ``F`` replaced by KFAC, by EKFAC, and by the *unpaired* control: EKFAC's
+    diagonal re-estimated with each example's output gradient paired with another example's input (the statistic
+    ``E[(U_G^T g)^2 (U_A^T a~)^2]`` without the per-example correlation it exists to capture)."""
+
+    step: int
+    damping: float
+    kfac: float
+    ekfac: float
+    unpaired: float
+
+
+def natural_gradient_cosines(model: nn.Module, x: torch.Tensor, dampings: Sequence[float], *,
+                             step: int = 0) -> list[StepCosines]:
+    """:class:`StepCosines` of an autoencoder (logits, Bernoulli outputs) on inputs ``x`` in ``[0, 1]``, one per
+    damping, in float64.
+
+    Every matrix is exact on ``x``: the block-diagonal Fisher of the binary cross-entropy summed over outputs and
+    averaged over examples (:mod:`dynbook_lib.fisher`, ``loss="bernoulli"``), KFAC's factors, EKFAC's diagonal in
+    KFAC's fresh eigenbasis, and the gradient of the same loss on ``x``.
+    """
+    net = copy.deepcopy(model).double()
+    x = x.double()
+    factors = fisher_factors(net, x, "bernoulli")
+    block, kfac = BlockDiagFisher(factors), KFACFisher(factors)
+    ekfac = EKFACFisher.from_kfac(kfac).update_diagonal(factors)
+    unpaired_factors = replace(factors, layers=[replace(layer, g=layer.g.roll(1, 0)) for layer in factors.layers])
+    unpaired = EKFACFisher.from_kfac(kfac).update_diagonal(unpaired_factors)
+    loss = nn.functional.binary_cross_entropy_with_logits(net(x), x, reduction="sum") / len(x)
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(net.parameters()))])
+    out = []
+    for damping in dampings:
+        exact = block.solve(grad, damping)
+        cosines = [float(nn.functional.cosine_similarity(exact, m.solve(grad, damping), dim=0))
+                   for m in (kfac, ekfac, unpaired)]
+        out.append(StepCosines(step, float(damping), *cosines))
+    return out
+
+
+@dataclass(frozen=True)
 class EKFACConfig:
     """Sizes of the chapter (``EKFAC_FAST`` / ``EKFAC_FULL``).
 
@@ -296,7 +375,11 @@ class EKFACConfig:
     ``pretrain_steps`` Adam steps, its classification Fisher on ``fisher_examples`` training inputs; then
     ``stale_steps`` more SGD steps for the stale-basis check. Optimizers: a mirrored tanh autoencoder ``ae_widths`` on
     ``ae_data`` (``"digits"`` offline, ``"mnist"`` downloaded), ``ae_steps`` steps of batch ``ae_batch``, eigenbasis
-    every ``basis_every`` steps, each optimizer tuned over its grid (learning rates x dampings).
+    every ``basis_every`` steps, each optimizer tuned over its grid (learning rates x dampings) at the chapter's
+    seed, then its best setting re-run at ``replicates - 1`` more seeds (seed + 1000 r). Natural-gradient steps: an
+    EKFAC run on digits (autoencoder ``cosine_widths``, ``cosine_lr``, ``cosine_damping``), its models at
+    ``cosine_steps`` compared on ``cosine_examples`` inputs (:func:`natural_gradient_cosines`) at each damping of
+    ``step_dampings``.
     """
 
     mnist1d_samples: int
@@ -313,6 +396,13 @@ class EKFACConfig:
     adam_lrs: tuple[float, ...]
     kfac_lrs: tuple[float, ...]
     dampings: tuple[float, ...]
+    replicates: int
+    cosine_widths: tuple[int, ...]
+    cosine_steps: tuple[int, ...]
+    cosine_examples: int
+    cosine_lr: float
+    cosine_damping: float
+    step_dampings: tuple[float, ...]
 
     def grids(self) -> dict[str, list[dict[str, float]]]:
         """The tuning grid of each optimizer."""
@@ -323,16 +413,21 @@ class EKFACConfig:
 
 EKFAC_FAST = EKFACConfig(
     mnist1d_samples=4000, mlp_widths=(40, 32, 32, 10), pretrain_steps=100, fisher_examples=500, stale_steps=50,
-    ae_data="digits", ae_widths=(64, 32, 16, 8), ae_steps=500, ae_batch=100, basis_every=10,
-    sgd_lrs=(0.03, 0.1, 0.3), adam_lrs=(3e-3, 1e-2, 3e-2, 1e-1), kfac_lrs=(0.1, 0.3, 1.0), dampings=(1.0, 3.0, 10.0),
+    ae_data="digits", ae_widths=(64, 32, 16, 8), ae_steps=400, ae_batch=100, basis_every=10,
+    sgd_lrs=(0.1, 0.3), adam_lrs=(1e-2, 3e-2), kfac_lrs=(0.03, 0.1), dampings=(1e-3, 0.1, 1.0), replicates=3,
+    cosine_widths=(64, 32, 16, 8), cosine_steps=(100, 200, 400), cosine_examples=64, cosine_lr=0.1,
+    cosine_damping=1.0, step_dampings=(1e-3, 1.0),
 )
 EKFAC_FULL = EKFACConfig(
     mnist1d_samples=10000, mlp_widths=(40, 64, 64, 10), pretrain_steps=1000, fisher_examples=2000, stale_steps=200,
     ae_data="mnist", ae_widths=(784, 1000, 500, 250, 30), ae_steps=10_000, ae_batch=1000, basis_every=20,
     sgd_lrs=(0.01, 0.03, 0.1, 0.3), adam_lrs=(1e-4, 3e-4, 1e-3, 3e-3), kfac_lrs=(0.03, 0.1, 0.3, 1.0),
-    dampings=(0.01, 0.1, 1.0, 10.0),
+    dampings=(1e-3, 0.01, 0.1, 1.0), replicates=3,
+    cosine_widths=(64, 32, 16, 8), cosine_steps=(100, 200, 400, 800, 1600), cosine_examples=256, cosine_lr=0.1,
+    cosine_damping=1.0, step_dampings=(1e-3, 1e-2, 0.1, 1.0),
 )
 # The full configuration at a tiny length (profile "smoke"): the same models, data pipeline and code path, so
 # that a CPU run finds what would crash or leak on a GPU before one is spent on it.
 EKFAC_SMOKE = replace(EKFAC_FULL, mnist1d_samples=400, pretrain_steps=5, fisher_examples=50, stale_steps=5, ae_steps=6,
-                     ae_batch=16, basis_every=2, sgd_lrs=(0.1,), adam_lrs=(1e-3,), kfac_lrs=(0.1,), dampings=(1.0,))
+                     ae_batch=16, basis_every=2, sgd_lrs=(0.1,), adam_lrs=(1e-3,), kfac_lrs=(0.1,), dampings=(1.0,),
+                     cosine_steps=(3, 6), cosine_examples=8)

@@ -10,8 +10,12 @@ over the ``n`` examples (never the sum) of the exact expectation over ``y``:
   for ``N(f, sigma^2 I)`` divide by ``sigma^2``.
 * ``loss="classification"``: softmax over logits ``f``, ``B = diag(p) - p p^T``; ``F`` is the Gauss-Newton matrix of
   the mean cross-entropy.
+* ``loss="bernoulli"``: independent Bernoulli outputs with logits ``f`` (``p = sigmoid(f)``), ``B = diag(p (1 - p))``;
+  ``F`` is the Gauss-Newton matrix of the binary cross-entropy *summed* over the ``O`` outputs and averaged over
+  examples (an autoencoder's loss per image, not per pixel: per pixel divides ``F`` by ``O``).
 
-``B_i = L_i L_i^T`` with ``L = I`` (regression) or ``L = diag(sqrt p) - p sqrt(p)^T`` (classification), so
+``B_i = L_i L_i^T`` with ``L = I`` (regression), ``L = diag(sqrt p) - p sqrt(p)^T`` (classification) or
+``L = diag(sqrt(p (1 - p)))`` (Bernoulli), so
 ``F = (1/n) sum_{i,k} psi_{ik} psi_{ik}^T`` with ``psi_{ik} = J_i^T L_i[:, k]``: the per-example gradients of the
 tangent factors (:mod:`dynbook_lib.tangent`) with cotangents ``L_i[:, k]``. Every matrix below is built from them.
 
@@ -47,9 +51,9 @@ from torch import nn
 
 from dynbook_lib.tangent import TangentFactors, tangent_factors
 
-Loss = Literal["regression", "classification"]
+Loss = Literal["regression", "classification", "bernoulli"]
 Kind = Literal["dense", "block_diag", "diag", "kfac", "ekfac"]
-_LOSSES = ("regression", "classification")
+_LOSSES = ("regression", "classification", "bernoulli")
 _KINDS = ("dense", "block_diag", "diag", "kfac", "ekfac")
 
 
@@ -62,6 +66,8 @@ def output_fisher_sqrt(outputs: torch.Tensor, loss: Loss) -> torch.Tensor:
         >>> L = output_fisher_sqrt(logits, "classification")[0]
         >>> torch.allclose(L @ L.T, torch.diag(p) - torch.outer(p, p))
         True
+        >>> output_fisher_sqrt(torch.zeros(1, 2), "bernoulli")[0].tolist()  # sqrt(p (1 - p)) = 1/2 at p = 1/2
+        [[0.5, 0.0], [0.0, 0.5]]
     """
     if loss not in _LOSSES:
         raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(_LOSSES)}")
@@ -69,6 +75,9 @@ def output_fisher_sqrt(outputs: torch.Tensor, loss: Loss) -> torch.Tensor:
     eye = torch.eye(n_out, dtype=outputs.dtype, device=outputs.device)
     if loss == "regression":
         return eye.expand(n, n_out, n_out)
+    if loss == "bernoulli":
+        p = torch.sigmoid(outputs.detach())
+        return torch.diag_embed((p * (1 - p)).sqrt())
     p = outputs.detach().softmax(-1)
     s = p.sqrt()
     return torch.diag_embed(s) - p.unsqueeze(-1) * s.unsqueeze(-2)
@@ -166,13 +175,48 @@ class DenseFisher(FisherMatrix):
         return self.matrix
 
 
-class BlockDiagFisher(FisherMatrix):
-    """The layer-diagonal blocks of the Fisher (cross-layer terms set to zero)."""
+def _flat_positions(d_out: int, d_a: int, bias: bool) -> torch.Tensor:
+    """Position in the flat layer vector (``weight.flatten()`` then ``bias``) of each entry of the row-major
+    ``[W | b]`` matrix of a ``Linear`` layer, ``d_a = d_in (+1 with a bias)``."""
+    d_in = d_a - 1 if bias else d_a
+    rows = torch.arange(d_out).unsqueeze(1)
+    cols = torch.arange(d_a).unsqueeze(0)
+    pos = rows * d_in + cols
+    if bias:
+        pos = torch.where(cols == d_in, d_out * d_in + rows, pos)
+    return pos.flatten()
 
-    def __init__(self, factors: TangentFactors) -> None:
+
+def linear_layer_block(a: torch.Tensor, g: torch.Tensor, bias: bool) -> torch.Tensor:
+    """The exact Fisher block ``(1/n) sum_i (sum_k g_ik g_ik^T) (x) (a~_i a~_i^T)`` of a ``Linear`` layer from its
+    factors ``a`` (``(n, d_a)``) and ``g`` (``(n, K, d_out)``), in flat parameter order.
+
+    The fast path of :class:`BlockDiagFisher`: ``n d_out^2 d_a^2`` operations instead of the ``n K (d_out d_a)^2`` of
+    the per-example gradients (tested equal). It uses that a layer's per-example gradient is ``g_ik a~_i^T``.
+    """
+    n, d_a = a.shape
+    d_out = g.shape[-1]
+    g_outer = torch.einsum("iko,ikp->iop", g, g).reshape(n, -1)  # sum_k g g^T per example
+    a_outer = (a.unsqueeze(2) * a.unsqueeze(1)).reshape(n, -1)
+    block = (g_outer.T @ a_outer / n).reshape(d_out, d_out, d_a, d_a).permute(0, 2, 1, 3)
+    order = torch.argsort(_flat_positions(d_out, d_a, bias))
+    return block.reshape(d_out * d_a, d_out * d_a)[order][:, order]
+
+
+class BlockDiagFisher(FisherMatrix):
+    """The layer-diagonal blocks of the Fisher (cross-layer terms set to zero).
+
+    ``Linear`` layers whose weight is trained take :func:`linear_layer_block`; other layers the per-example
+    gradients (``fast=False`` uses the per-example gradients everywhere: the readable reference path).
+    """
+
+    def __init__(self, factors: TangentFactors, *, fast: bool = True) -> None:
         super().__init__(factors.layer_slices())
         self.blocks = []
         for layer in factors.layers:
+            if fast and layer.factored and "weight" in layer.params:
+                self.blocks.append(linear_layer_block(layer.a, layer.g, layer.has_bias))
+                continue
             psi = layer.per_example_grads()
             n = psi.shape[0]
             psi = psi.reshape(-1, psi.shape[-1])
@@ -186,7 +230,11 @@ class BlockDiagFisher(FisherMatrix):
         parts = []
         for s, b in zip(self.slices, self.blocks):
             eye = torch.eye(b.shape[0], dtype=b.dtype, device=b.device)
-            parts.append(torch.linalg.solve(b + damping * eye, v[:, s].T).T)
+            chol, info = torch.linalg.cholesky_ex(b + damping * eye)  # half the work of LU on a PSD block
+            if int(info) == 0:
+                parts.append(torch.cholesky_solve(v[:, s].T, chol).T)
+            else:  # not numerically positive definite (damping 0 on a singular block): LU says so if singular
+                parts.append(torch.linalg.solve(b + damping * eye, v[:, s].T).T)
         out = torch.cat(parts, dim=-1)
         return out[0] if single else out
 
@@ -261,14 +309,7 @@ class _KroneckerLayers(FisherMatrix):
 
     def _permutation(self, index: int) -> torch.Tensor:
         """Position in the flat layer vector of each entry of the row-major ``[W | b]`` matrix."""
-        d_out, d_a, bias = self.shapes[index]
-        d_in = d_a - 1 if bias else d_a
-        rows = torch.arange(d_out).unsqueeze(1)
-        cols = torch.arange(d_a).unsqueeze(0)
-        pos = rows * d_in + cols
-        if bias:
-            pos = torch.where(cols == d_in, d_out * d_in + rows, pos)
-        return pos.flatten()
+        return _flat_positions(*self.shapes[index])
 
     def _apply(self, v: torch.Tensor, op) -> torch.Tensor:
         v, single = _batch(v)
@@ -405,7 +446,8 @@ def fisher_matrix(model: nn.Module, x: torch.Tensor, kind: Kind, loss: Loss = "r
         x: inputs, shape ``(n, ...)``.
         kind: ``"dense"``, ``"block_diag"``, ``"diag"``, ``"kfac"`` or ``"ekfac"`` (``Linear`` layers only for the
             last two).
-        loss: ``"regression"`` (``B = I``) or ``"classification"`` (``B = diag p - p p^T``).
+        loss: ``"regression"`` (``B = I``), ``"classification"`` (``B = diag p - p p^T``) or ``"bernoulli"``
+            (``B = diag(p (1 - p))``, ``p = sigmoid(f)``).
 
     Example:
         >>> net = nn.Linear(2, 1, bias=False).double()  # F = E[x x^T]
@@ -435,5 +477,6 @@ __all__ = [
     "KFACFisher",
     "fisher_factors",
     "fisher_matrix",
+    "linear_layer_block",
     "output_fisher_sqrt",
 ]

@@ -184,3 +184,45 @@ def test_sampled_fisher_draws_follow_the_generator_not_the_model_device():
     if torch.cuda.is_available():  # the GPU job: CUDA probabilities with a CPU generator
         c = bernoulli_on(torch.Generator().manual_seed(3), probs.cuda())
         assert c.device.type == "cuda" and torch.equal(c.cpu(), a)
+
+
+def test_natural_gradient_cosines_against_dense_solves():
+    """The cosines are those of the dense damped solves; with one input KFAC and EKFAC are exact (cosine 1)."""
+    from dynbook_lib.ekfac import autoencoder, natural_gradient_cosines
+    from dynbook_lib.fisher import fisher_matrix
+
+    model = autoencoder((5, 3, 2), seed=0, dtype=F64)
+    x = torch.rand(6, 5, generator=torch.Generator().manual_seed(1), dtype=F64)
+    damping = 0.01
+    got, other = natural_gradient_cosines(model, x, (damping, 1.0), step=7)
+    loss = nn.functional.binary_cross_entropy_with_logits(model(x), x, reduction="sum") / len(x)
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(model.parameters()))])
+    eye = torch.eye(grad.numel(), dtype=F64)
+    exact = torch.linalg.solve(fisher_matrix(model, x, "block_diag", "bernoulli").to_dense() + damping * eye, grad)
+    for kind in ("kfac", "ekfac"):
+        approx = torch.linalg.solve(fisher_matrix(model, x, kind, "bernoulli").to_dense() + damping * eye, grad)
+        expected = float(nn.functional.cosine_similarity(exact, approx, dim=0))
+        assert abs(getattr(got, kind) - expected) < 1e-10
+    assert got.step == 7 and got.damping == damping and other.damping == 1.0 and -1 <= got.unpaired <= 1
+    (one,) = natural_gradient_cosines(model, x[:1], (damping,))
+    assert abs(one.kfac - 1) < 1e-10 and abs(one.ekfac - 1) < 1e-10
+
+
+def test_autoencoder_run_keeps_snapshots_eigenvalues_and_marks_divergence():
+    from dynbook_lib.ekfac import train_autoencoder
+
+    x = digits_tensors()["x"][:64]
+    kw = dict(widths=(64, 8), steps=6, batch_size=16, seed=0, record_every=2, basis_every=2)
+    curve = train_autoencoder("ekfac", dict(lr=0.05, damping=1.0), x, snapshot_steps=(0, 6), **kw)
+    assert sorted(curve.snapshots) == [0, 6] and curve.iterations.tolist() == [0, 2, 4, 6]
+    first = next(curve.snapshots[0].parameters())
+    assert not torch.equal(first, next(curve.snapshots[6].parameters()))
+    curve.snapshots[6](x).sum().backward()  # a snapshot is a plain network, without the optimizer's hooks
+    assert curve.eigenvalues.shape == (8 * 65 + 64 * 9,) and bool((curve.eigenvalues >= 0).all())
+    assert train_autoencoder("sgd", dict(lr=0.05), x, **kw).eigenvalues is None
+    # regression: NaN logits (an ELU autoencoder diverging) crashed the Bernoulli draws of the sampled Fisher
+    diverged = train_autoencoder("kfac", dict(lr=0.05, damping=1.0), torch.full_like(x, float("nan")), **kw)
+    assert diverged.final == float("inf") and diverged.iterations.tolist() == [0]
+    blown = train_autoencoder("ekfac", dict(lr=0.1, damping=1e-3), digits_tensors(torch.float32)["x"],
+                              **(kw | dict(widths=(64, 32, 16, 8), batch_size=100, steps=40, record_every=10)))
+    assert blown.final == float("inf") and len(blown.loss) < 5  # stopped once the loss passed 10x its initial value

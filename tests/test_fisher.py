@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from dynbook_lib.fisher import (
+    BlockDiagFisher,
     EKFACFisher,
     KFACFisher,
     fisher_factors,
@@ -19,7 +20,7 @@ from helpers import assert_close
 
 F64 = torch.float64
 KINDS = ("dense", "block_diag", "diag", "kfac", "ekfac")
-LOSSES = ("regression", "classification")
+LOSSES = ("regression", "classification", "bernoulli")
 # (widths, batch): two-layer nets of width 3 to 5, batches of 1 to 7
 CASES = [([3, 4, 3], 1), ([4, 5, 3], 3), ([3, 3, 4, 2], 7), ([5, 4, 3], 5)]
 
@@ -44,6 +45,9 @@ def dense_fisher(model, x, loss):
     out = model(x).detach()
     if loss == "regression":
         b = torch.eye(out.shape[1], dtype=F64).expand(len(x), -1, -1)
+    elif loss == "bernoulli":  # the Hessian of the binary cross-entropy with logits, summed over outputs
+        p = torch.sigmoid(out)
+        b = torch.diag_embed(p * (1 - p))
     else:
         p = out.softmax(-1)
         b = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
@@ -66,6 +70,9 @@ def test_output_fisher_square_root(loss):
     sq = output_fisher_sqrt(out, loss)
     if loss == "regression":
         expected = torch.eye(3, dtype=F64).expand(4, 3, 3)
+    elif loss == "bernoulli":
+        p = torch.sigmoid(out)
+        expected = torch.diag_embed(p * (1 - p))
     else:
         p = out.softmax(-1)
         expected = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
@@ -243,3 +250,38 @@ def test_kfe_diagonalises_kfac_and_ekfac_and_relative_errors():
                                 / torch.linalg.matrix_norm(block.to_dense()[s, s]) for s in m.slices])
         assert_close(errors, expected)
         assert_close(m.relative_error(block), m.frobenius_distance(block) / torch.linalg.matrix_norm(block.to_dense()))
+
+
+def test_bernoulli_fisher_is_the_hessian_of_the_summed_binary_cross_entropy_of_a_linear_model():
+    """For logits f = W x the Gauss-Newton matrix is the Hessian: compare with torch.autograd.functional.hessian."""
+    model = net([3, 2])
+    x = inputs(4, 3, seed=1)
+    targets = torch.rand(4, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    w0, b0 = model[0].weight.detach().clone(), model[0].bias.detach().clone()
+
+    def loss(flat):
+        w, b = flat[:6].reshape(2, 3), flat[6:]
+        logits = x @ w.T + b
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / len(x)
+
+    hessian = torch.autograd.functional.hessian(loss, torch.cat([w0.flatten(), b0]))
+    assert_close(fisher_matrix(model, x, "dense", "bernoulli").to_dense(), hessian)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize(("widths", "batch"), CASES)
+def test_fast_linear_blocks_equal_the_per_example_gradient_blocks(loss, widths, batch):
+    model = net(widths)
+    factors = fisher_factors(model, inputs(batch, widths[0], seed=batch), loss)
+    fast, reference = BlockDiagFisher(factors), BlockDiagFisher(factors, fast=False)
+    for a, b in zip(fast.blocks, reference.blocks):
+        assert_close(a, b)
+
+
+def test_block_solve_is_the_damped_inverse():
+    model = net([4, 5, 3])
+    block = fisher_matrix(model, inputs(5, 4, seed=3), "block_diag", "bernoulli")
+    v = inputs(2, block.numel, seed=4)
+    eye = torch.eye(block.numel, dtype=F64)
+    for damping in (1e-3, 1.0):
+        assert_close(block.solve(v, damping) @ (block.to_dense() + damping * eye), v, scale=1e3)

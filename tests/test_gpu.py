@@ -56,7 +56,7 @@ def test_ntk_agrees_on_cpu_and_cuda(layout):
 
 
 @pytest.mark.parametrize("kind", ["dense", "block_diag", "diag", "kfac", "ekfac"])
-@pytest.mark.parametrize("loss", ["regression", "classification"])
+@pytest.mark.parametrize("loss", ["regression", "classification", "bernoulli"])
 def test_fisher_agrees_on_cpu_and_cuda(kind, loss):
     model, x = small_net(), torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     cpu = fisher_matrix(model, x, kind, loss).to_dense()
