@@ -205,7 +205,8 @@ def train_and_track(
         decay_to: ``"zero"`` (torch's weight decay, the penalty ``||w||^2 / 2``) or ``"init"`` (the penalty
             ``||w - w0||^2 / 2``: the ridge penalty of the tangent model, under which a lazy run stays a regularised
             kernel regression; decay towards 0 would move ``alpha (f(w) - f(w0))`` by about ``alpha`` times the
-            shrinkage of ``f``, a drift that grows with ``alpha``).
+            shrinkage of ``f``, a drift that grows with ``alpha``). To keep the same ridge on ``alpha (w - w0)``
+            across ``alpha`` (the step is ``lr / alpha^2``), pass ``weight_decay * alpha^2``.
         log_at: steps at which to measure (default :func:`log_steps`).
         watch: name -> (inputs, labels) whose accuracy only is logged (no kernel).
         on_log: called as ``on_log(step, scaled_model)`` at each logged step (to take snapshots).
@@ -381,8 +382,10 @@ def run_alignment(task: Task, cfg: AlignmentConfig, *, noise: float, alpha: floa
     on four probes of ``cfg.probe_size`` examples: ``test`` (true labels), ``train`` (a random training subset, the
     labels trained on), and with noise ``clean`` and ``relabelled`` (training examples whose label was kept /
     changed, with the labels trained on). The spectrum is computed for the ``test`` probe only (the
-    eigendecomposition costs more than the kernel). Weight decay (full profile) pulls towards 0 in the standard
-    network (``alpha = 1``) and towards the initialisation in the scaled ones (``train_and_track(decay_to=)``)."""
+    eigendecomposition costs more than the kernel). Weight decay (full profile) pulls towards the initialisation
+    with strength ``cfg.weight_decay * alpha^2`` at every ``alpha``: with the step ``lr / alpha^2`` this is the same
+    ridge ``(wd / 2) ||v||^2`` on ``v = alpha (w - w0)``, the coordinates in which the scaled model moves, so every
+    run of the comparison carries the same regulariser in function space."""
     device = task.x_train.device
     y_noisy, mask = relabel(task.y_train.cpu(), noise, 10, seed=seed + 1)
     y_noisy = y_noisy.to(device)
@@ -396,7 +399,7 @@ def run_alignment(task: Task, cfg: AlignmentConfig, *, noise: float, alpha: floa
     model = build_model(cfg, seed=seed).to(device)
     log = train_and_track(model, task.x_train, y_noisy, probes, (task.x_test, task.y_test), steps=cfg.steps,
                           lr=cfg.lr, batch_size=cfg.batch_size, seed=seed + 3, alpha=alpha, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, decay_to="zero" if alpha == 1.0 else "init",
+                          weight_decay=cfg.weight_decay * alpha**2, decay_to="init",
                           log_at=log_steps(cfg.steps, ratio=cfg.log_ratio),
                           spectra=("test",), desc=f"noise {noise:g}, alpha {alpha:g}")
     return Run(log, noise, alpha, mask)

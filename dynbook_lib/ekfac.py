@@ -377,7 +377,8 @@ class EKFACConfig:
     ``ae_data`` (``"digits"`` offline, ``"mnist"`` downloaded), ``ae_steps`` steps of batch ``ae_batch``, eigenbasis
     every ``basis_every`` steps, each optimizer tuned over its grid (learning rates x dampings) at the chapter's
     seed, then its best setting re-run at ``replicates - 1`` more seeds (seed + 1000 r). Natural-gradient steps: an
-    EKFAC run on digits (autoencoder ``cosine_widths``, ``cosine_lr``, ``cosine_damping``), its models at
+    EKFAC run on digits (autoencoder ``cosine_widths``, ``cosine_lr``, ``cosine_damping``, batch ``cosine_batch``,
+    eigenbasis every ``cosine_basis_every`` steps), its models at
     ``cosine_steps`` compared on ``cosine_examples`` inputs (:func:`natural_gradient_cosines`) at each damping of
     ``step_dampings``.
     """
@@ -403,6 +404,8 @@ class EKFACConfig:
     cosine_lr: float
     cosine_damping: float
     step_dampings: tuple[float, ...]
+    cosine_batch: int = 100
+    cosine_basis_every: int = 10
 
     def grids(self) -> dict[str, list[dict[str, float]]]:
         """The tuning grid of each optimizer."""
