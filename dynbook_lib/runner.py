@@ -176,7 +176,7 @@ def _summarise(results: dict[str, Any], chapter: Chapter) -> tuple[int, int, lis
     required = [c for c in claims if c.get("required", True)]
     held = sum(bool(c.get("holds")) for c in required)
     recorded = {c.get("name") for c in [*claims, *results.get("consistency", [])]}
-    missing = [name for name in (*chapter.claims, *chapter.checks) if name not in recorded]
+    missing = [name for name in chapter.recorded_names if name not in recorded]
     return held, len(required), missing
 
 
